@@ -1,0 +1,3 @@
+"""stripes: structure-informed positional encoding for efficient music generation."""
+
+__version__ = "0.1.0"
