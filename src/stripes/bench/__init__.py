@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m stripes.bench` runs the attention and training benchmarks."""
