@@ -1,0 +1,141 @@
+"""`make reproduce`: the whole chain, stage by stage, then `outputs/REPORT.md`.
+
+Each stage is one of the project's own entry points run as a subprocess (so a crash in one stage
+is recorded and the report still names it), timed, and logged to
+`<outputs>/reproduce/stages.json`. Re-running after an interruption is cheap because every stage
+skips finished work itself: the data cache is keyed by its config hash, a run directory whose
+`run_info.json` says "finished" is not trained again, and evaluation skips evaluated runs.
+
+Usage::
+
+    python -m stripes.reproduce profile=cpu            # the CPU reproduction (about an hour)
+    python -m stripes.reproduce profile=smoke          # the same chain, tiny, in minutes
+    python -m stripes.reproduce profile=paper          # paper scale (GPU)
+    python -m stripes.reproduce profile=smoke data_root=/path/to/data only=[data,table1]
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from stripes.report import write_report
+
+
+@dataclass
+class Stage:
+    """One step of the chain: a name, the `python -m ...` arguments, and whether it is fatal."""
+
+    name: str
+    args: list[str]
+    fatal: bool = False
+    status: str = "pending"
+    seconds: float = 0.0
+    log: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def build_stages(cfg: DictConfig) -> list[Stage]:
+    """The ordered stages for `cfg.profile`, each with the overrides every entry point shares."""
+    data = [f"data.root={cfg.data_root}"] if cfg.data_root else []
+    profile = [f"profile={cfg.profile}"]
+    extra = list(cfg.extra_overrides)
+    stages = [
+        Stage("data", ["stripes.data.preprocess", *profile, *data], fatal=True),
+        Stage("table1", ["stripes.data.table1", *profile, *data]),
+        Stage("toy", ["stripes.toy", *list(cfg.toy_overrides)]),
+    ]
+    for experiment in cfg.experiments:
+        stages.append(
+            Stage(
+                f"train:{experiment}",
+                ["stripes.train", "-m", *profile, f"experiment={experiment}", *data, *extra],
+            )
+        )
+    stages += [
+        Stage("evaluate", ["stripes.evaluate", *profile, *data]),
+        Stage("tables", ["stripes.eval.tables"]),
+        Stage("plots", ["stripes.eval.plots"]),
+    ]
+    if cfg.only:
+        wanted = set(cfg.only)
+        stages = [s for s in stages if s.name in wanted or s.name.split(":")[0] in wanted]
+    return stages
+
+
+def run_stage(stage: Stage, log_dir: Path, cwd: Path) -> None:
+    """Run one stage, streaming its output to a log file; record status and wall time."""
+    log_path = log_dir / f"{stage.name.replace(':', '_')}.log"
+    stage.log = str(log_path)
+    command = [sys.executable, "-m", *stage.args]
+    print(f"[reproduce] {stage.name}: {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    stage.seconds = time.perf_counter() - start
+    stage.status = "ok" if code == 0 else f"failed (exit {code})"
+    print(f"[reproduce] {stage.name}: {stage.status} in {stage.seconds:.0f} s (log: {log_path})",
+          flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="reproduce")
+def main(cfg: DictConfig) -> None:
+    cwd = Path(hydra.utils.get_original_cwd())
+    outputs = cwd / cfg.outputs
+    log_dir = outputs / "reproduce"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stages = build_stages(cfg)
+    started = time.time()
+    for stage in stages:
+        run_stage(stage, log_dir, cwd)
+        if stage.fatal and stage.status != "ok":
+            print(f"[reproduce] stopping: stage '{stage.name}' is required by all later stages; "
+                  f"see {stage.log}", file=sys.stderr)
+            break
+    total = time.time() - started
+    record = {
+        "profile": cfg.profile,
+        "machine": machine_description(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "total_seconds": total,
+        "stages": [asdict(s) for s in stages],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    (log_dir / "stages.json").write_text(json.dumps(record, indent=2))
+    report = write_report(outputs, record)
+    print(f"[reproduce] done in {total / 60:.1f} min; report: {report}")
+    if any(s.status.startswith("failed") for s in stages):
+        sys.exit(1)
+
+
+def machine_description() -> str:
+    """CPU model, core count, Python and torch versions, GPU if any."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
