@@ -1,0 +1,1 @@
+"""Neural-network building blocks: attention (``attention.py``) and the encoder (``transformer.py``)."""

@@ -1,0 +1,78 @@
+"""RoPE and its three baselines RoPE(A), RoPE(B), RoPE(C) ([S] eq. 8–10, 14, 21–22, §IV-E).
+
+One parameterised module, ``RotaryPE``, registered three times:
+  * ``rope_a``: fixed f_j = 10000^(−2j/D), j = 0…D/2−1, shared by all heads;
+  * ``rope_b``: fixed, different per head (decision 9.4: H·D/2 values 10000^(−k/(H·D/2)), head h
+    takes k ≡ h mod H);
+  * ``rope_c``: learnable per head, initialised as RoPE(B).
+A frequency is a vector f_j ∈ R^P acting on vector positions, θ_j = f_j·p; fixed variants use the
+scalar frequency times the all-ones vector. ``.frequencies`` has shape (H, D/2, P).
+
+Feature transform (eq. 21–22) on adjacent pairs (x_{2j}, x_{2j+1}):
+    h(x) = [x_{2j} cos θ_j − x_{2j+1} sin θ_j,  x_{2j+1} cos θ_j + x_{2j} sin θ_j]   (F = D),
+so that U(q_m)·U(k_n) is eq. (14), a function of p_m − p_n only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import (
+    PositionalEncoding, compute_dtype, expand_to_positions, geometric_frequencies,
+    per_head_frequencies, register_pe,
+)
+
+
+def rope_frequencies(num_heads: int, head_dim: int, pos_dim: int, per_head: bool,
+                     base: float = 10000.0) -> torch.Tensor:
+    """(H, D/2, P) RoPE frequencies: shared 10000^(−2j/D) (A) or per head by decision 9.4 (B)."""
+    pairs = head_dim // 2
+    if per_head:
+        freqs = per_head_frequencies(num_heads, pairs, base)
+    else:
+        freqs = geometric_frequencies(pairs, base).expand(num_heads, pairs)
+    return expand_to_positions(freqs.to(torch.float32), pos_dim)
+
+
+def rotate_pairs(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_{2j}, x_{2j+1}) of x (…, D) by θ_j (…, D/2) (eq. 22); pairs stay adjacent."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    return torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
+
+
+class RotaryPE(PositionalEncoding):
+    """RoPE feature transform U(·) (eq. 21–22); frequencies fixed or learnable, shared or per head."""
+
+    def __init__(self, num_heads: int, head_dim: int, pos_dim: int, per_head: bool = False,
+                 learnable: bool = False, base: float = 10000.0):
+        super().__init__(num_heads, head_dim, pos_dim)
+        if head_dim % 2:
+            raise ValueError(f"stripes/pe/rope.py: RoPE needs an even head_dim, got {head_dim}")
+        freqs = rope_frequencies(num_heads, head_dim, pos_dim, per_head, base)
+        if learnable:
+            self.frequencies = nn.Parameter(freqs)
+        else:
+            self.register_buffer("frequencies", freqs)
+        self.out_dim = head_dim
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        pos = self.check(x, pos)
+        theta = self.angles(pos, self.frequencies)  # (B,T,H,D/2)
+        return rotate_pairs(x.to(compute_dtype(x)), theta).to(x.dtype)
+
+
+@register_pe("rope_a")
+def build_rope_a(num_heads, head_dim, pos_dim, base: float = 10000.0) -> RotaryPE:
+    return RotaryPE(num_heads, head_dim, pos_dim, per_head=False, learnable=False, base=base)
+
+
+@register_pe("rope_b")
+def build_rope_b(num_heads, head_dim, pos_dim, base: float = 10000.0) -> RotaryPE:
+    return RotaryPE(num_heads, head_dim, pos_dim, per_head=True, learnable=False, base=base)
+
+
+@register_pe("rope_c")
+def build_rope_c(num_heads, head_dim, pos_dim, base: float = 10000.0) -> RotaryPE:
+    return RotaryPE(num_heads, head_dim, pos_dim, per_head=True, learnable=True, base=base)

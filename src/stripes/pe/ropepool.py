@@ -1,0 +1,44 @@
+"""RoPEPool ([S] §III-D, eq. 23 and 26): RoPE's pairwise rotation followed by pooling in each pair.
+
+For pair j with θ_j = f_j·p, the two rotated coordinates of eq. (22) are summed:
+    z_j = (x_{2j} cos θ_j − x_{2j+1} sin θ_j) + (x_{2j+1} cos θ_j + x_{2j} sin θ_j)
+        = (x_{2j} + x_{2j+1}) cos θ_j + (x_{2j} − x_{2j+1}) sin θ_j          (F = D/2).
+z(q_m)·z(k_n) is exactly eq. (23): terms in Δ⁻ = θ_m − θ_n and in Δ⁺ = θ_m + θ_n, so the score sees
+p_m + p_n and is not shift invariant; for unit 2-vectors it is eq. (26). Frequencies are per head and
+learnable by default (as RoPE(C), initialised as RoPE(B)); ``.frequencies`` has shape (H, D/2, P).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import PositionalEncoding, compute_dtype, register_pe
+from .rope import rope_frequencies
+
+
+class RoPEPool(PositionalEncoding):
+    def __init__(self, num_heads: int, head_dim: int, pos_dim: int, learnable: bool = True,
+                 per_head: bool = True, base: float = 10000.0):
+        super().__init__(num_heads, head_dim, pos_dim)
+        if head_dim % 2:
+            raise ValueError(f"stripes/pe/ropepool.py: RoPEPool needs an even head_dim, got {head_dim}")
+        freqs = rope_frequencies(num_heads, head_dim, pos_dim, per_head, base)
+        if learnable:
+            self.frequencies = nn.Parameter(freqs)
+        else:
+            self.register_buffer("frequencies", freqs)
+        self.out_dim = head_dim // 2
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        pos = self.check(x, pos)
+        theta = self.angles(pos, self.frequencies)  # (B,T,H,D/2)
+        xc = x.to(compute_dtype(x))
+        x1, x2 = xc[..., 0::2], xc[..., 1::2]
+        return ((x1 + x2) * torch.cos(theta) + (x1 - x2) * torch.sin(theta)).to(x.dtype)
+
+
+@register_pe("ropepool")
+def build_ropepool(num_heads, head_dim, pos_dim, learnable: bool = True, per_head: bool = True,
+                   base: float = 10000.0) -> RoPEPool:
+    return RoPEPool(num_heads, head_dim, pos_dim, learnable=learnable, per_head=per_head, base=base)

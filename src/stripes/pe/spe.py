@@ -1,0 +1,87 @@
+"""Stochastic positional encoding, sineSPE with gating ([L] Liutkus et al. 2021; [S] eq. 5–7).
+
+Per head h and dimension d, K sines with frequency vectors f_k = σ(w_k)/2 ∈ [0, 0.5]^P (cycles per
+label unit; w initialised at N(0,1) − 4, i.e. low), phases θ_k on the query side only, gains
+softplus(λ_k):
+    Ω_q(p)_{2k} = cos(2π f_k·p + θ_k), Ω_q(p)_{2k+1} = sin(2π f_k·p + θ_k); Ω_k without θ   (eq. 6)
+    q̄_d(p) = Ω_q(p) diag(gains_d) Z_d,   k̄_d(p) = Ω_k(p) diag(gains_d) Z_d,   Z_d ~ N(0, 1/(2K))^{2K×R}
+Gate g_d = σ(γ_d) mixes in positionless noise ε_d ~ N(0,1)^R shared by both sides:
+    q̄_d ← √(1−g_d) q̄_d + √g_d ε_d (same for k̄_d),
+and the pooled features (eq. 7) are q̃ = (R·D)^{−1/4} Σ_d q_d q̄_d ∈ R^R (likewise k̃). Hence
+    E[q̃_m·k̃_n] = √(R/D) Σ_d q_md k_nd [(1−g_d) (1/2K) Σ_k gains_dk² cos(2π f_dk·(p_m−p_n) + θ_dk) + g_d].
+Z and ε are drawn afresh at every call of ``forward_qk`` (one draw shared by queries, keys, batch
+and time, so causality holds within a call). ``forward`` alone is the key-side transform with its
+own fresh draw; the attention layer always uses ``forward_qk``. Gate logits start at −1 (g ≈ 0.27),
+gains logits at N(0,1) (our choices; [L]'s code is not copied). ``.frequencies``: (H, D, K, P).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import PositionalEncoding, compute_dtype, register_pe
+
+
+class SineSPE(PositionalEncoding):
+    def __init__(self, num_heads: int, head_dim: int, pos_dim: int, num_realizations: int = 64,
+                 num_sines: int = 1, gated: bool = True, gate_init: float = -1.0):
+        super().__init__(num_heads, head_dim, pos_dim)
+        shape = (num_heads, head_dim, num_sines)
+        self.num_realizations, self.num_sines, self.gated = num_realizations, num_sines, gated
+        self.freq_logits = nn.Parameter(torch.randn(*shape, pos_dim) - 4.0)
+        self.phases = nn.Parameter(torch.randn(shape))
+        self.gain_logits = nn.Parameter(torch.randn(shape))
+        self.gate_logits = nn.Parameter(torch.full((num_heads, head_dim), gate_init)) if gated else None
+        self.out_dim = num_realizations
+
+    @property
+    def frequencies(self) -> torch.Tensor:
+        """Frequency vectors σ(w)/2 in cycles per unit, (H, D, K, P)."""
+        return torch.sigmoid(self.freq_logits) / 2
+
+    def draw_noise(self, device=None, dtype=torch.float32, generator=None):
+        """Z (H, D·2K, R) with variance 1/(2K) and the gate noise ε (H, D, R) with variance 1."""
+        h, d, k, r = self.num_heads, self.head_dim, self.num_sines, self.num_realizations
+        z = torch.randn(h, d * 2 * k, r, device=device, dtype=dtype, generator=generator)
+        eps = torch.randn(h, d, r, device=device, dtype=dtype, generator=generator)
+        return z / math.sqrt(2 * k), eps
+
+    def transform(self, x: torch.Tensor, pos: torch.Tensor, noise, query: bool) -> torch.Tensor:
+        pos = self.check(x, pos)
+        acc = compute_dtype(x)
+        b, t, h, d = x.shape
+        z, eps = (n.to(acc) for n in noise)
+        angle = 2 * math.pi * self.angles(pos, self.frequencies)  # (B,T,H,D,K)
+        if query:
+            angle = angle + self.phases.to(acc)
+        xc = x.to(acc)
+        if self.gated:
+            gate = torch.sigmoid(self.gate_logits.to(acc))
+            x_pos, x_noise = xc * torch.sqrt(1 - gate), xc * torch.sqrt(gate)
+        else:
+            x_pos = xc
+        weighted = x_pos.unsqueeze(-1) * nn.functional.softplus(self.gain_logits.to(acc))
+        coded = torch.stack([weighted * torch.cos(angle), weighted * torch.sin(angle)], dim=-1)
+        coded = coded.reshape(b, t, h, -1)  # (B,T,H,D·2K), index (d, k, cos|sin)
+        out = torch.einsum("bthj,hjr->bthr", coded, z)
+        if self.gated:
+            out = out + torch.einsum("bthd,hdr->bthr", x_noise, eps)
+        return (out * (self.num_realizations * d) ** -0.25).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Key-side transform with a fresh noise draw (use ``forward_qk`` for attention)."""
+        return self.transform(x, pos, self.draw_noise(x.device), query=False)
+
+    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
+        noise = self.draw_noise(q.device)
+        return self.transform(q, pos, noise, query=True), self.transform(k, pos, noise, query=False)
+
+
+@register_pe("spe")
+def build_spe(num_heads, head_dim, pos_dim, num_realizations: int = 64, num_sines: int = 1,
+              gated: bool = True, gate_init: float = -1.0) -> SineSPE:
+    return SineSPE(num_heads, head_dim, pos_dim, num_realizations=num_realizations,
+                   num_sines=num_sines, gated=gated, gate_init=gate_init)
