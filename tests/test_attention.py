@@ -1,0 +1,189 @@
+"""Causal linear attention against a quadratic float64 reference; causality; numerical safety."""
+
+import math
+
+import pytest
+import torch
+
+from stripes.nn.attention import (
+    FavorFeatureMap, MultiHeadAttention, causal_linear_attention_loop, chunked_attention_flops,
+    linear_attention,
+)
+from stripes.pe import build_pe, pe_names
+
+
+def quadratic_reference(q, k, v, causal, eps=1e-6):
+    """y_m = Σ_n a_mn v_n / (Σ_n a_mn + ε), a_mn = q_m·k_n (n ≤ m if causal): builds the T×T matrix."""
+    q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))
+    a = q @ k.transpose(-1, -2)
+    if causal:
+        t = a.shape[-1]
+        a = a * torch.ones(t, t, dtype=torch.float64).tril()
+    return ((a @ v) / (a.sum(-1, keepdim=True) + eps)).transpose(1, 2)
+
+
+def positive_inputs(b=2, t=23, h=3, f=5, dv=4, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.rand(b, t, h, f, generator=g, dtype=dtype)
+    k = torch.rand(b, t, h, f, generator=g, dtype=dtype)
+    v = torch.randn(b, t, h, dv, generator=g, dtype=dtype)
+    return q, k, v
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("chunk", [1, 4, 7, 23, 64])  # 1 and 23 divide T = 23; 4, 7 do not; 64 > T
+def test_matches_quadratic_reference(causal, chunk):
+    q, k, v = positive_inputs()
+    out = linear_attention(q, k, v, causal=causal, chunk_size=chunk)
+    ref = quadratic_reference(q, k, v, causal)
+    assert out.dtype == torch.float64
+    rel = (out - ref).abs().max() / ref.abs().max()
+    assert rel < 1e-6
+
+
+@pytest.mark.parametrize("chunk", [8, 5])
+def test_float32_and_loop_form(chunk):
+    q, k, v = positive_inputs(t=40)
+    ref = quadratic_reference(q, k, v, True)
+    out32 = linear_attention(q.float(), k.float(), v.float(), chunk_size=chunk)
+    assert out32.dtype == torch.float32
+    assert torch.allclose(out32.double(), ref, rtol=1e-5, atol=1e-6)
+    loop = causal_linear_attention_loop(q, k, v, chunk_size=chunk)
+    assert torch.allclose(loop, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_causal_perturbation_after_t_leaves_prefix_unchanged():
+    q, k, v = positive_inputs(t=30)
+    t = 12
+    q2, k2, v2 = q.clone(), k.clone(), v.clone()
+    q2[:, t + 1:] += 5.0
+    k2[:, t + 1:] *= 3.0
+    v2[:, t + 1:] = torch.randn_like(v2[:, t + 1:]) * 100
+    for chunk in (4, 7, 64):
+        a = linear_attention(q, k, v, chunk_size=chunk)
+        b = linear_attention(q2, k2, v2, chunk_size=chunk)
+        assert torch.allclose(a[:, : t + 1], b[:, : t + 1], rtol=0, atol=1e-12)
+        assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+
+
+def test_bf16_inputs_accumulate_in_float32():
+    q, k, v = positive_inputs(t=64, f=16, dv=8)
+    ref = quadratic_reference(q.bfloat16(), k.bfloat16(), v.bfloat16(), True)
+    out = linear_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), chunk_size=16)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.double(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_zero_features_give_zero_not_nan():
+    q, k, v = positive_inputs(t=10)
+    out = linear_attention(torch.zeros_like(q), k, v)
+    assert torch.isfinite(out).all() and (out == 0).all()
+
+
+def test_shape_errors_name_the_file():
+    q, k, v = positive_inputs()
+    with pytest.raises(ValueError, match="attention.py"):
+        linear_attention(q, k[:, :5], v)
+    with pytest.raises(ValueError, match="attention.py"):
+        linear_attention(q[0], k[0], v[0])
+
+
+def test_flop_count_by_hand():
+    # T = 4, C = 2, F = 1, Dv = 1: KV sums 2·4, inter 2·4, scores 2·4·2, S·V 2·4·2, normaliser
+    # 2·4 + 4·2, cumsums 2·1·2, division 4.
+    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 8 + 8 + 16 + 16 + 8 + 8 + 4 + 4
+
+
+def test_favor_features_approximate_softmax_kernel():
+    torch.manual_seed(0)
+    f = 8
+    fmap = FavorFeatureMap(f, num_features=8192).double()
+    q = 0.5 * torch.randn(1, 1, 1, f, dtype=torch.float64)
+    k = 0.5 * torch.randn(1, 1, 1, f, dtype=torch.float64)
+    phi_q, phi_k = fmap.forward_qk(q, k)
+    # Undo the stabilisation factors (both are scalars for one query / the whole key set).
+    w = fmap.directions.double()
+    qx, kx = q * f ** -0.25, k * f ** -0.25
+    q_shift = (qx @ w.T - 0.5 * (qx * qx).sum(-1, keepdim=True)).amax()
+    k_shift = 0.5 * (w * w).sum(-1).max()
+    estimate = (phi_q * phi_k).sum() * torch.exp(q_shift + k_shift)
+    exact = torch.exp((q * k).sum() / math.sqrt(f))
+    assert abs(estimate / exact - 1) < 0.05
+
+
+def test_favor_attention_matches_unstabilised_reference_and_is_causal():
+    torch.manual_seed(1)
+    f, t = 6, 17
+    fmap = FavorFeatureMap(f, num_features=32).double()
+    q = torch.randn(1, t, 2, f, dtype=torch.float64)
+    k = torch.randn(1, t, 2, f, dtype=torch.float64)
+    v = torch.randn(1, t, 2, 3, dtype=torch.float64)
+    phi_q, phi_k = fmap.forward_qk(q, k)
+    w = fmap.directions
+    raw = lambda x: torch.exp((x * f ** -0.25) @ w.T - 0.5 * ((x * f ** -0.25) ** 2).sum(-1, keepdim=True))
+    ref = quadratic_reference(raw(q), raw(k), v, True, eps=0.0)
+    out = linear_attention(phi_q, phi_k, v, chunk_size=5, eps=0.0)
+    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
+
+
+def _layer_inputs(t, pos_dim, d_model=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, t, d_model, generator=g, dtype=torch.float64)
+    pos = torch.randint(0, 5, (2, t, pos_dim), generator=g).double()
+    return x, pos
+
+
+@pytest.mark.parametrize("kind", ["linear", "softmax"])
+@pytest.mark.parametrize("name", pe_names())
+@pytest.mark.parametrize("pos_dim", [1, 12])
+def test_layer_is_causal_for_every_pe(name, kind, pos_dim):
+    torch.manual_seed(0)
+    pe = build_pe(name, num_heads=2, head_dim=8, pos_dim=pos_dim)
+    layer = MultiHeadAttention(16, 2, pe, kind=kind, chunk_size=4).double()
+    t, cut = 11, 6
+    x, pos = _layer_inputs(t, pos_dim)
+    x2, pos2 = x.clone(), pos.clone()
+    x2[:, cut + 1:] = torch.randn_like(x2[:, cut + 1:]) * 10
+    pos2[:, cut + 1:] += 3.0
+    torch.manual_seed(5)  # SPE draws its noise per call: use the same draw for both calls
+    y = layer(x, pos)
+    torch.manual_seed(5)
+    y2 = layer(x2, pos2)
+    assert y.shape == (2, t, 16)
+    assert torch.allclose(y[:, : cut + 1], y2[:, : cut + 1], rtol=0, atol=1e-10)
+    assert not torch.allclose(y[:, cut + 1:], y2[:, cut + 1:])
+
+
+def test_layer_favor_and_dropout_options_run():
+    pe = build_pe("rope_c", 2, 8, 1)
+    layer = MultiHeadAttention(16, 2, pe, feature_map="favor", dropout=0.1,
+                               feature_map_options={"num_features": 16, "redraw": True})
+    x, pos = _layer_inputs(9, 1)
+    y = layer(x.float(), pos.float())
+    assert torch.isfinite(y).all()
+    with pytest.raises(ValueError, match="attention.py"):
+        MultiHeadAttention(15, 2, pe)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_no_nan_or_inf_at_8192_with_large_inputs(dtype):
+    torch.manual_seed(0)
+    t, h, d = 8192, 2, 32
+    q = (100 * torch.randn(1, t, h, d)).to(dtype)
+    k = (100 * torch.randn(1, t, h, d)).to(dtype)
+    v = (100 * torch.randn(1, t, h, d)).to(dtype)
+    for pos_dim, pos in ((1, torch.arange(t, dtype=torch.float32).view(1, t, 1)),
+                         (12, torch.randint(0, 2, (1, t, 12)).float())):
+        for name in pe_names():
+            pe = build_pe(name, h, d, pos_dim).to(dtype)
+            qt, kt = pe.forward_qk(q, k, pos)
+            for fmap in ("elu", "favor"):
+                phi = (FavorFeatureMap(pe.out_dim, 32) if fmap == "favor"
+                       else None)
+                if phi is None:
+                    fq, fk = torch.nn.functional.elu(qt.float()) + 1, torch.nn.functional.elu(kt.float()) + 1
+                else:
+                    fq, fk = phi.forward_qk(qt, kt)
+                y = linear_attention(fq.to(dtype), fk.to(dtype), v)
+                assert y.dtype == dtype
+                assert torch.isfinite(y).all(), (name, pos_dim, fmap, dtype)
