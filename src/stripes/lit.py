@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from stripes.data.datamodule import crop_batch
 from stripes.eval.metrics import chroma_similarity
 from stripes.nn.transformer import HarmonizationTransformer
 
@@ -90,6 +89,8 @@ class HarmonizationModule(pl.LightningModule):
         torch.manual_seed(seed)
 
     def _crop_for_curriculum(self, batch: dict) -> dict:
+        from stripes.data.datamodule import crop_batch
+
         cur = self.cfg.curriculum
         full = int(batch["input"].shape[1])
         if not cur.enabled:
