@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make wandb-sync`: upload every offline W&B run written by training/evaluation.
+# Needs network and a W&B account (run `wandb login` once, or set WANDB_API_KEY).
+# Usage: bash scripts/wandb_sync.sh [RUNS_ROOT]    (default outputs/runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="${1:-outputs/runs}"
+WANDB="${WANDB:-.venv/bin/wandb}"
+command -v "$WANDB" >/dev/null 2>&1 || WANDB=wandb
+mapfile -t RUNS < <(find "$ROOT" -type d -name 'offline-run-*' 2>/dev/null | sort)
+if [ "${#RUNS[@]}" -eq 0 ]; then
+  echo "wandb-sync: no offline W&B runs under $ROOT" >&2
+  exit 0
+fi
+echo "wandb-sync: uploading ${#RUNS[@]} offline run(s) from $ROOT"
+"$WANDB" sync --include-offline "${RUNS[@]}"
