@@ -1,0 +1,155 @@
+"""POP909 windows as PyTorch datasets and a LightningDataModule.
+
+A batch is a dict (the team contract):
+  input (B, T, 256) float32 = melody ⊕ bridge; target (B, T, 384) float32 = melody ⊕ bridge ⊕ piano;
+  positions (B, T, P) float32 (the context, see stripes.data.contexts); mask (B, T) bool (True =
+  real tick); song (B,) int64 song number; start (B,) int64 window start tick.
+`build_datamodule(cfg)` prepares the on-disk cache itself (stripes.data.preprocess) when missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stripes.data.cache import SongStore
+from stripes.data.chords import ChordVocabulary
+from stripes.data.contexts import ChordTrack, get_context
+
+TIME_KEYS = ("input", "target", "positions", "mask")
+SPLITS = ("train", "val", "test16", "test64")
+
+
+class WindowDataset(Dataset):
+    """The windows `window_name` of a preprocessed cache folder, with positions of `context`."""
+
+    def __init__(self, folder: str | Path, window_name: str, context: str):
+        self.folder, self.window_name, self.context = Path(folder), window_name, get_context(context)
+        self._store = None
+        store = self.store
+        if window_name not in store.windows:
+            raise KeyError(f"{folder}: no window set {window_name!r}; has {sorted(store.windows)}")
+        self.index = store.windows[window_name]
+        self.length = store.window_length[window_name]
+
+    @property
+    def store(self) -> SongStore:
+        if self._store is None:  # opened lazily so that worker processes map the files themselves
+            self._store = SongStore(self.folder)
+            self._vocab = ChordVocabulary(self._store.chord_db)
+        return self._store
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row, start = (int(x) for x in self.index[i])
+        store = self.store
+        window = store.slice(row, start, self.length)
+        roll = torch.from_numpy(window["roll"].astype(np.float32))
+        track = ChordTrack(window["chord_code"], window["key_code"], self._vocab)
+        return {
+            "input": roll[:, :256],
+            "target": roll,
+            "positions": torch.from_numpy(self.context.positions(track)),
+            "mask": torch.ones(self.length, dtype=torch.bool),
+            "song": torch.tensor(int(store.songs[row]), dtype=torch.int64),
+            "start": torch.tensor(start, dtype=torch.int64),
+        }
+
+
+def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack windows; shorter ones are zero-padded at the end with mask False."""
+    length = max(len(it["mask"]) for it in items)
+    out = {}
+    for key in items[0]:
+        if key in TIME_KEYS:
+            padded = []
+            for it in items:
+                x = it[key]
+                pad = length - len(x)
+                if pad:
+                    x = torch.cat([x, torch.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
+                padded.append(x)
+            out[key] = torch.stack(padded)
+        else:
+            out[key] = torch.stack([it[key] for it in items])
+    return out
+
+
+def crop_batch(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:
+    """The batch with every time axis (input, target, positions, mask) cut to its first `length`
+    ticks (curriculum learning); other entries unchanged."""
+    return {k: (v[:, :length] if k in TIME_KEYS else v) for k, v in batch.items()}
+
+
+class POP909DataModule(pl.LightningDataModule):
+    """Train/val/test16/test64 windows of POP909 with one context's positions."""
+
+    def __init__(self, data: dict, context: str = "time", seed: int = 0):
+        super().__init__()
+        self.data = dict(data)
+        self.context = context
+        self.seed = int(seed)
+        self.folder: Path | None = None
+        self.datasets: dict[str, WindowDataset] = {}
+
+    @property
+    def pos_dim(self) -> int:
+        return get_context(self.context).pos_dim
+
+    def prepare_data(self) -> None:
+        from stripes.data.preprocess import preprocess
+
+        self.folder = preprocess(self.data, progress=False, log=lambda *_: None)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.folder is None:
+            self.prepare_data()
+        self.datasets = {name: WindowDataset(self.folder, name, self.context) for name in SPLITS}
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        workers = int(self.data.get("num_workers") or 0)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.datasets[name], batch_size=int(self.data.get("batch_size", 8)),
+                          shuffle=shuffle, generator=generator, num_workers=workers,
+                          collate_fn=collate_windows, persistent_workers=workers > 0,
+                          drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def predict_dataloader(self, split: str = "test16") -> DataLoader:
+        if split not in ("val", "test16", "test64"):
+            raise ValueError(f"predict split must be val, test16 or test64, got {split!r}")
+        return self._loader(split, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test16", shuffle=False)
+
+
+def build_datamodule(cfg) -> POP909DataModule:
+    """From the whole composed config: cfg.data, cfg.context.name, cfg.seed."""
+    from omegaconf import DictConfig, OmegaConf
+
+    data = cfg.data
+    if isinstance(data, DictConfig):
+        data = OmegaConf.to_container(data, resolve=True)
+    context = cfg.context.name if "context" in cfg and cfg.context is not None else "time"
+    seed = cfg.get("seed", 0) if hasattr(cfg, "get") else 0
+    return POP909DataModule(data, context=context, seed=seed or 0)
