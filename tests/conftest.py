@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+# preprocessed test data (fake roots) goes to a temporary cache, not data/cache (see conf/data)
+os.environ.setdefault("STRIPES_CACHE", __import__("tempfile").mkdtemp(prefix="stripes-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 
