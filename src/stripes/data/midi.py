@@ -60,7 +60,8 @@ def read_midi(path: str | Path) -> ParsedMidi:
     try:
         mid = mido.MidiFile(str(path))
     except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError...
-        raise MidiReadError(f"{path}: cannot parse MIDI ({type(err).__name__}: {err})") from None
+        detail = str(err) or ("file ends too early" if isinstance(err, EOFError) else "no detail")
+        raise MidiReadError(f"{path}: cannot parse MIDI ({type(err).__name__}: {detail})") from None
     if mid.type == 2:
         raise MidiReadError(f"{path}: MIDI type 2 (asynchronous tracks) is not supported")
     tempo = {}
