@@ -127,11 +127,11 @@ def pianoroll(parsed: ParsedMidi, tracks=TRACKS, ticks_per_quarter: int = 16,
         off = np.maximum(to_grid(notes[:, 2], parsed.resolution, ticks_per_quarter) - origin, on + 1)
         spans.append((notes[:, 0] + 128 * k, on, off))
     length = int(max(s[2].max() for s in spans))
-    roll = np.zeros((length + 1, 128 * len(arrays)), dtype=np.int32)
-    for column, on, off in spans:  # +1 at onset, -1 at offset, then a running sum
-        np.add.at(roll, (on, column), 1)
-        np.add.at(roll, (off, column), -1)
-    return np.cumsum(roll, axis=0)[:length] > 0
+    roll = np.zeros((length, 128 * len(arrays)), dtype=bool)
+    for columns, on, off in spans:
+        for c, a, b in zip(columns.tolist(), on.tolist(), off.tolist()):
+            roll[a:b, c] = True
+    return roll
 
 
 def midi_to_pianoroll(path: str | Path, ticks_per_quarter: int = 16, tracks=TRACKS) -> np.ndarray:
