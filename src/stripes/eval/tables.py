@@ -85,8 +85,14 @@ def layouts(cells: pd.DataFrame, best_rope: dict[str, str]) -> dict[str, dict[st
     return out
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
 def load_reference(path: str | Path) -> pd.DataFrame:
+    """The papers' numbers; a relative path missing from the working directory is read from the project."""
     path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = PROJECT_ROOT / path
     if not path.exists():
         raise FileNotFoundError(f"{path}: the paper's reference numbers are missing (expected the "
                                 "shipped conf/reference/paper_tables.csv)")
@@ -253,7 +259,7 @@ def log_tables_to_wandb(outputs: TableOutputs, store: pd.DataFrame, wandb_cfg) -
 
 def run(cfg: DictConfig) -> TableOutputs:
     store = store_lib.load_store(cfg.results_dir)
-    reference = load_reference(cfg.reference)
+    reference = load_reference(cfg.paper_reference)
     outputs = build_tables(store, reference, cfg.selection.metric, cfg.selection.split, cfg.alpha,
                            cfg.levene_center, cfg.get("best_rope"))
     written = write_tables(outputs, cfg.out_dir)

@@ -13,6 +13,7 @@ Both do nothing when ``cfg.enabled`` is false or ``WANDB_MODE=disabled`` (tests)
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,7 @@ def log_run_metrics(run_dir: str | Path, rows: pd.DataFrame, cfg) -> str | None:
     info = read_run_info(run_dir)
     run_id = info.get("wandb_id") or info.get("wandb_run_id")
     if not run_id:
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
         info["wandb_id"] = run_id
         write_run_info(run_dir, info)
     run = None
