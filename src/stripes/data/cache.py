@@ -33,10 +33,11 @@ def config_hash(content: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def write_atomic_dir(final: Path, arrays: dict[str, np.ndarray], texts: dict[str, str]) -> Path:
+def write_atomic_dir(final: Path, arrays: dict[str, np.ndarray], texts: dict[str, str],
+                     replace: bool = False) -> Path:
     """Write arrays (.npy) and text files into a temp folder beside `final`, then rename it.
 
-    If another process finished the same folder first, its copy is kept."""
+    If another process finished the same folder first, its copy is kept, unless `replace`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
@@ -49,6 +50,10 @@ def write_atomic_dir(final: Path, arrays: dict[str, np.ndarray], texts: dict[str
             (tmp / name).write_text(text)
     if COMPLETE_MARK in texts:
         (tmp / COMPLETE_MARK).write_text(texts[COMPLETE_MARK])
+    if replace and final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.rename(final, old)
+        shutil.rmtree(old, ignore_errors=True)
     try:
         os.rename(tmp, final)
     except OSError:  # final exists (someone else won the race, or a stale incomplete folder)

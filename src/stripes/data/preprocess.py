@@ -172,7 +172,7 @@ def preprocess(data_cfg, force: bool = False, progress: bool = True, log=print) 
         "midi_cache_hits": hits, "seconds": round(elapsed, 2), "seconds_reading": round(t_read, 2),
     }
     write_atomic_dir(folder, arrays, {"alignment.csv": table.getvalue(),
-                                      "meta.json": json.dumps(meta, indent=1)})
+                                      "meta.json": json.dumps(meta, indent=1)}, replace=force)
 
     log(f"POP909 preprocessed at {data['ticks_per_quarter']} ticks/quarter from {root}")
     log(f"  songs: {len(songs)} used of {len(numbers)} in split.npz selection "
