@@ -116,3 +116,12 @@ def test_data_root_resolution(tmp_path, monkeypatch, fake_pop909_root):
     monkeypatch.setenv("STRIPES_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(DataRootError, match="does not exist"):
         resolve_data_root(None)
+
+
+def test_midi_to_pianoroll_merged_tracks(fake_pop909_root):
+    path = fake_pop909_root / "POP909" / "001" / "001.mid"
+    full = midi_to_pianoroll(path, 4)
+    merged = midi_to_pianoroll(path, 4, tracks=None)
+    np.testing.assert_array_equal(merged, full.reshape(len(full), 3, 128).any(axis=1))
+    melody = midi_to_pianoroll(path, 4, tracks=("MELODY",))
+    assert melody.shape[1] == 128 and melody.any()

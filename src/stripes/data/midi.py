@@ -137,5 +137,13 @@ def pianoroll(parsed: ParsedMidi, tracks=TRACKS, ticks_per_quarter: int = 16,
 def midi_to_pianoroll(path: str | Path, ticks_per_quarter: int = 16, tracks=TRACKS) -> np.ndarray:
     """MIDI file -> binary (T, 128·len(tracks)) pianoroll at `ticks_per_quarter` (see `pianoroll`).
 
-    For a single-track melody file pass ``tracks=("MELODY",)`` or the file's own track name."""
-    return pianoroll(read_midi(path), tracks, ticks_per_quarter, path)
+    ``tracks=None`` merges every track with notes into one (T, 128) roll (e.g. a user's melody
+    file whatever its track names); otherwise tracks are taken by name, e.g. ``("MELODY",)``."""
+    parsed = read_midi(path)
+    if tracks is None:
+        if not parsed.notes:
+            raise MidiReadError(f"{path}: no notes")
+        parsed = ParsedMidi(parsed.resolution, {"ALL": np.concatenate(list(parsed.notes.values()))},
+                            parsed.tempo_ticks, parsed.tempo_us)
+        tracks = ("ALL",)
+    return pianoroll(parsed, tracks, ticks_per_quarter, path)
