@@ -1,0 +1,131 @@
+"""Harmonize a user's melody with a smoke-trained run: output MIDI, timing, and every bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from stripes.harmonize import HarmonizeError, chord_table, harmonize, main
+
+PROJECT = Path(__file__).resolve().parents[1]
+EXAMPLE = PROJECT / "examples" / "melody.mid"
+
+
+@pytest.fixture(scope="module")
+def run_dir(fake_pop909_root, tmp_path_factory):
+    """One tiny RoPEPool/BIN run of the smoke profile on the fake data root."""
+    root = tmp_path_factory.mktemp("harmonize_run")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "stripes.train", "profile=smoke", "pe=ropepool", "context=bin",
+               f"data.root={fake_pop909_root}", f"runs_root={root / 'runs'}",
+               f"data.cache_dir={root / 'cache'}", "logger=csv", "experiment_name=harmonize"]
+    done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = [p.parent for p in (root / "runs").rglob("run_info.json")]
+    return run
+
+
+def notes_of(instrument):
+    return [(n.pitch, round(n.start, 4), round(n.end, 4)) for n in instrument.notes]
+
+
+def test_example_melody_is_kept_and_piano_spans_the_piece(run_dir, fake_pop909_root, tmp_path):
+    out = tmp_path / "out.mid"
+    # threshold 0: every piano cell is on, so each pitch is one note over the whole grid – which
+    # checks the grid <-> seconds mapping against the melody's own first onset and last offset
+    summary = harmonize(EXAMPLE, run_dir, out, data_root=str(fake_pop909_root), threshold=0.0)
+    source = pretty_midi.PrettyMIDI(str(EXAMPLE))
+    result = pretty_midi.PrettyMIDI(str(out))
+    assert [i.name for i in result.instruments] == ["MELODY", "PIANO"]
+    assert notes_of(result.instruments[0]) == notes_of(source.instruments[0])
+    piano = result.instruments[1].notes
+    assert len(piano) == 128 and summary["context"] == "bin"
+    first = min(n.start for n in source.instruments[0].notes)
+    last = max(n.end for n in source.instruments[0].notes)
+    sixteenth = 60 / 96 / 4  # the run's grid: 4 ticks per quarter at 96 BPM
+    for note in piano:
+        assert note.start == pytest.approx(first, abs=1e-6)
+        assert abs(note.end - last) <= sixteenth / 2 + 1e-6
+    assert Path(summary["png"]).exists()
+
+
+def test_cli_on_a_generated_multitrack_file_picks_the_top_voice(run_dir, fake_pop909_root, tmp_path):
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120)
+    lead = pretty_midi.Instrument(program=0, name="Lead")
+    bass = pretty_midi.Instrument(program=33, name="Bass")
+    drums = pretty_midi.Instrument(program=0, is_drum=True, name="Drums")
+    for i in range(32):
+        lead.notes.append(pretty_midi.Note(100, 72 + (i % 5), i * 0.25, i * 0.25 + 0.2))
+        drums.notes.append(pretty_midi.Note(100, 36, i * 0.25, i * 0.25 + 0.1))
+    for i in range(8):
+        bass.notes.append(pretty_midi.Note(100, 40, i, i + 0.9))
+    midi.instruments += [bass, lead, drums]
+    src, out = tmp_path / "song.mid", tmp_path / "song_harmonized.mid"
+    midi.write(str(src))
+    code = main([str(src), "--checkpoint", str(run_dir), "--out", str(out), "--context", "bin",
+                 "--data-root", str(fake_pop909_root)])
+    assert code == 0
+    result = pretty_midi.PrettyMIDI(str(out))
+    assert [i.name for i in result.instruments] == ["Lead", "PIANO"]
+    assert notes_of(result.instruments[0]) == notes_of(lead)
+
+
+def write(path, instruments):
+    midi = pretty_midi.PrettyMIDI()
+    midi.instruments += instruments
+    midi.write(str(path))
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "has no notes"),
+    ("drums", "only drum tracks"),
+    ("garbage", "cannot read this MIDI file"),
+    ("missing", "no such file"),
+])
+def test_bad_melody_files(run_dir, tmp_path, case, message):
+    path = tmp_path / f"{case}.mid"
+    if case == "empty":
+        write(path, [pretty_midi.Instrument(program=0, name="MELODY")])
+    elif case == "drums":
+        drums = pretty_midi.Instrument(program=0, is_drum=True)
+        drums.notes.append(pretty_midi.Note(100, 36, 0, 0.5))
+        write(path, [drums])
+    elif case == "garbage":
+        path.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00")  # truncated header
+    with pytest.raises(HarmonizeError, match=message):
+        harmonize(path, run_dir, tmp_path / "out.mid")
+
+
+def test_checkpoint_from_another_version_or_context(run_dir, tmp_path):
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    info = json.loads((other / "run_info.json").read_text())
+    with pytest.raises(HarmonizeError, match="trained with context 'bin', not 'key'"):
+        harmonize(EXAMPLE, other, tmp_path / "out.mid", context="key")
+    info["packages"]["stripes"] = "9.9.0"
+    (other / "run_info.json").write_text(json.dumps(info))
+    with pytest.raises(HarmonizeError, match="trained with stripes 9.9.0"):
+        harmonize(EXAMPLE, other, tmp_path / "out.mid")
+    info["packages"]["stripes"] = "0.1.0"
+    (other / "run_info.json").write_text(json.dumps(info))
+    config = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(config.replace("d_model: 16", "d_model: 32"))
+    with pytest.raises(HarmonizeError, match="does not fit this version of the model"):
+        harmonize(EXAMPLE, other, tmp_path / "out.mid")
+    with pytest.raises(HarmonizeError, match="not a stripes run directory"):
+        harmonize(EXAMPLE, tmp_path, tmp_path / "out.mid")
+
+
+def test_chord_table_needs_chord_db_for_rep_and_key(tmp_path):
+    triads = chord_table("bin", str(tmp_path / "nowhere"))
+    assert triads.shape == (25, 13) and (triads[0] == 0).all()
+    assert np.array_equal(triads[1, 1:], [1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0])  # C major
+    with pytest.raises(HarmonizeError, match="chord_db.npz"):
+        chord_table("key", str(tmp_path / "nowhere"))
