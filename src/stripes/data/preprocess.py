@@ -10,9 +10,11 @@ the folder and does nothing. Bad songs are skipped with one line each; more than
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -195,9 +197,23 @@ def main() -> None:
 
     @hydra.main(config_path=str(PROJECT_ROOT / "conf"), config_name="preprocess", version_base="1.3")
     def _run(cfg: DictConfig) -> None:
-        preprocess(cfg.data, force=bool(cfg.get("force", False)))
+        with clean_data_errors():
+            preprocess(cfg.data, force=bool(cfg.get("force", False)))
 
     _run()
+
+
+@contextlib.contextmanager
+def clean_data_errors():
+    """Data errors (bad root, too many skipped songs) end the program with their message only
+    (exit code 2) instead of a traceback."""
+    from stripes.data.paths import DataRootError
+
+    try:
+        yield
+    except (DataRootError, TooManySkipped) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

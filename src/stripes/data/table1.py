@@ -106,9 +106,10 @@ def main() -> None:
 
     @hydra.main(config_path=str(PROJECT_ROOT / "conf"), config_name="table1", version_base="1.3")
     def _run(cfg: DictConfig) -> None:
-        from stripes.data.preprocess import preprocess
+        from stripes.data.preprocess import clean_data_errors, preprocess
 
-        folder = preprocess(cfg.data)
+        with clean_data_errors():
+            folder = preprocess(cfg.data)
         t0 = time.perf_counter()
         rows = compute_table(folder, cfg.split, tuple(cfg.contexts))
         out_dir = Path(cfg.output_dir)
