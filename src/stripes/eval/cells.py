@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stripes.eval.metrics import METRICS
+from stripes.eval.metrics import DIRECTION, METRICS
 from stripes.eval.stats import block_marks
 
 SETTINGS = ("16-16", "16-64")
@@ -72,8 +72,6 @@ def table_cells(cells: pd.DataFrame, layout: dict[str, list[str]], table: str, a
                                  "mark": marks.mark if best else "", "overall_best": False})
     out = pd.DataFrame(rows, columns=CELL_COLUMNS)
     if bold_across_contexts and not out.empty:
-        from stripes.eval.metrics import DIRECTION
-
         for (setting, metric), group in out[out["best"]].groupby(["setting", "metric"]):
             group = group.dropna(subset=["mean"])
             if group.empty:

@@ -209,9 +209,7 @@ def build_tables(store: pd.DataFrame, reference: pd.DataFrame, selection_metric:
                                    bold_across_contexts=(name == "table_III"))
     comparison = comparison_frame(tables, reference)
     table3_layout = {c: [rope[c], "F-StrIPE1", "RoPEPool"] for c in CONTEXTS}
-    claims = check_claims(cells, table3_layout, alpha, levene_center) if not cells.empty else \
-        check_claims(pd.DataFrame(columns=["method", "context", "setting", "metric", "mean", "values"]),
-                     table3_layout, alpha, levene_center)
+    claims = check_claims(cells, table3_layout, alpha, levene_center)
     return TableOutputs(cells, tables, selection, comparison, claims)
 
 
@@ -251,8 +249,10 @@ def log_tables_to_wandb(outputs: TableOutputs, store: pd.DataFrame, wandb_cfg) -
         frames = {"claims": pd.DataFrame([{"claim": c.claim, "status": c.status} for c in outputs.claims])}
         name = EXPERIMENT_TABLES.get(experiment, "table_all")
         cells = outputs.tables.get(name, pd.DataFrame())
+        if name == "table_all":
+            cells = cells[cells["method"].isin(methods)] if not cells.empty else cells
         if not cells.empty:
-            frames[name] = render.to_csv_frame(cells[cells["method"].isin(methods) | (name != "table_all")])
+            frames[name] = render.to_csv_frame(cells)
         frames["comparison"] = outputs.comparison
         log_summary(experiment, frames, {}, wandb_cfg)
 
