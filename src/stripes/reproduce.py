@@ -50,7 +50,7 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     extra = list(cfg.extra_overrides)
     stages = [
         Stage("data", ["stripes.data.preprocess", *profile, *data], fatal=True),
-        Stage("table1", ["stripes.data.table1", *profile, *data]),
+        Stage("table1", ["stripes.data.table1", *list(cfg.table1_overrides), *data]),
         Stage("toy", ["stripes.toy", *list(cfg.toy_overrides)]),
     ]
     for experiment in cfg.experiments:
