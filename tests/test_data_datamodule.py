@@ -83,3 +83,17 @@ def test_build_datamodule_from_composed_config(fake_pop909_root):
     assert batch["positions"].shape[-1] == 1 and dm.context == "key"
     assert batch["target"].shape[1] == 16 * 4 * 4  # smoke: 4 ticks per quarter
     assert OmegaConf.select(cfg, "data.ticks_per_quarter") == 4
+
+
+def test_collate_pads_shorter_windows():
+    from stripes.data.datamodule import collate_windows
+
+    def item(n):
+        return {"input": torch.ones(n, 256), "target": torch.ones(n, 384),
+                "positions": torch.ones(n, 1), "mask": torch.ones(n, dtype=torch.bool),
+                "song": torch.tensor(n), "start": torch.tensor(0)}
+
+    batch = collate_windows([item(5), item(3)])
+    assert batch["input"].shape == (2, 5, 256) and batch["song"].tolist() == [5, 3]
+    assert batch["mask"].tolist() == [[True] * 5, [True] * 3 + [False] * 2]
+    assert batch["target"][1, 3:].sum() == 0 and batch["mask"].dtype == torch.bool
