@@ -76,29 +76,37 @@ def write_midi(path: Path, tracks: dict[str, np.ndarray], ticks_per_quarter: int
     midi.write(str(path))
 
 
-def plot_pianorolls(path: Path, melody: np.ndarray, accompaniment_truth: np.ndarray,
-                    accompaniment_pred: np.ndarray, title: str, ticks_per_quarter: int) -> None:
+MELODY_RGB = (0.85, 0.1, 0.1)  # red
+BRIDGE_RGB = (0.55, 0.7, 0.95)  # light blue: the given (input) accompaniment
+PIANO_RGB = (0.1, 0.25, 0.8)  # blue: the piano accompaniment (ground truth or generated)
+
+
+def plot_pianorolls(path: Path, melody: np.ndarray, bridge: np.ndarray, piano_truth: np.ndarray,
+                    piano_pred: np.ndarray, title: str, ticks_per_quarter: int) -> None:
     """Ground truth (left) beside prediction (right): melody red, accompaniment blue."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for ax, accompaniment, label in ((axes[0], accompaniment_truth, "ground truth"),
-                                     (axes[1], accompaniment_pred, "prediction")):
+    active = np.nonzero(melody.any(0) | bridge.any(0) | piano_truth.any(0) | piano_pred.any(0))[0]
+    for ax, piano, label in ((axes[0], piano_truth, "ground truth"), (axes[1], piano_pred, "prediction")):
         image = np.ones(melody.shape + (3,))
-        image[accompaniment] = (0.15, 0.35, 0.85)
-        image[melody] = (0.85, 0.1, 0.1)
+        image[bridge] = BRIDGE_RGB
+        image[piano] = PIANO_RGB
+        image[melody] = MELODY_RGB
         ax.imshow(image.transpose(1, 0, 2), origin="lower", aspect="auto", interpolation="nearest")
-        active = np.nonzero(melody.any(0) | accompaniment_truth.any(0) | accompaniment_pred.any(0))[0]
         if active.size:
             ax.set_ylim(max(active.min() - 2, 0), min(active.max() + 2, 127))
         ax.set_title(label)
         ax.set_xlabel(f"tick ({ticks_per_quarter} per quarter)")
     axes[0].set_ylabel("MIDI pitch")
+    fig.legend(handles=[Patch(color=MELODY_RGB, label="melody"), Patch(color=BRIDGE_RGB, label="bridge (input)"),
+                        Patch(color=PIANO_RGB, label="piano")], loc="upper right", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -140,7 +148,7 @@ def write_run_samples(run_dir: str | Path, out_dir: str | Path, binarization: st
         write_midi(stem.with_suffix(".mid"), {"MELODY": melody, "BRIDGE": bridge, "PIANO": prediction}, k, bpm)
         write_midi(stem.with_name(stem.name + "_truth.mid"),
                    {"MELODY": melody, "BRIDGE": bridge, "PIANO": truth}, k, bpm)
-        plot_pianorolls(stem.with_suffix(".png"), melody, bridge | truth, bridge | prediction,
+        plot_pianorolls(stem.with_suffix(".png"), melody, bridge, truth, prediction,
                         f"{title} – song {song:03d}, tick {start} ({binarization})", k)
         written += [stem.with_suffix(".mid"), stem.with_suffix(".png")]
     return written
