@@ -165,3 +165,13 @@ def test_read_mi_from_table_i_or_paper(tmp_path):
         tmp_path / "table_I.csv", index=False)
     mi, source = read_mi(tmp_path / "table_I.csv", reference)
     assert mi == {"TIME": 0.006, "BIN": 0.95} and "mi_all_tracks" in source
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_evaluate_config_composes_with_every_profile(profile):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"profile={profile}", "data.root=/some/root"])
+    assert cfg.data.root == "/some/root" and cfg.checkpoint == "best"
+    assert list(cfg.binarize.methods) == ["threshold", "threshold_merge"]
