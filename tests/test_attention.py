@@ -89,9 +89,42 @@ def test_shape_errors_name_the_file():
 
 
 def test_flop_count_by_hand():
-    # T = 4, C = 2, F = 1, Dv = 1: KV sums 2·4, inter 2·4, scores 2·4·2, S·V 2·4·2, normaliser
-    # 2·4 + 4·2, cumsums 2·1·2, division 4.
-    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 8 + 8 + 16 + 16 + 8 + 8 + 4 + 4
+    # T = 4, C = 2 (N = 2 chunks, one-level scan), F = 1, values [v, 1] of width E = 2.
+    # Forward: states 2·4·1·2 + inter 2·4·1·2 = 32; scan 2·2²·1·2 = 16; scores 2·4·2·1 = 16;
+    # A·V' 2·4·2·2 = 32; division 4.
+    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 32 + 16 + 16 + 32 + 4
+    fwd = chunked_attention_flops(8192, 128, 128, chunk_size=64)
+    both = chunked_attention_flops(8192, 128, 128, chunk_size=64, backward=True)
+    assert 2.5 * fwd < both < 3.5 * fwd  # backward ≈ 2 × forward
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 65, 130])
+def test_exclusive_scan_matches_cumsum(n):
+    from stripes.nn.attention import _exclusive_scan
+
+    x = torch.randn(3, n, 4, dtype=torch.float64)
+    prefix = torch.cumsum(x, 1) - x
+    suffix = torch.flip(torch.cumsum(torch.flip(x, [1]), 1), [1]) - x
+    assert torch.allclose(_exclusive_scan(x), prefix, atol=1e-12)
+    assert torch.allclose(_exclusive_scan(x, reverse=True), suffix, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 64])
+def test_gradients_match_quadratic_reference(chunk):
+    q, k, v = positive_inputs(t=19)
+    grad = torch.randn(2, 19, 3, 4, dtype=torch.float64)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    linear_attention(*leaves, chunk_size=chunk).backward(grad)
+    refs = [x.clone().requires_grad_() for x in (q, k, v)]
+    quadratic_reference(*refs, True).backward(grad)
+    for a, b in zip(leaves, refs):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+
+
+def test_gradcheck_small():
+    q, k, v = positive_inputs(b=1, t=7, h=2, f=3, dv=2)
+    leaves = [x.requires_grad_() for x in (q, k, v)]
+    assert torch.autograd.gradcheck(lambda a, b, c: linear_attention(a, b, c, chunk_size=3), leaves)
 
 
 def test_favor_features_approximate_softmax_kernel():

@@ -8,11 +8,15 @@ where q̃, k̃ are the PE-transformed queries/keys (``stripes.pe``) and φ a non
 (elu+1 by default, as in fast-transformers; FAVOR+ positive random features as an option).
 
 The causal sum is computed in chunks of ``chunk_size`` steps, in O(T) memory: inside a chunk the
-masked (C×C) products are formed explicitly; across chunks a running state
-S_c = Σ_{n < start of chunk c} φ(k_n) v_nᵀ (F×Dv) and normaliser z_c = Σ φ(k_n) (F) are used.
-All per-chunk states are computed at once (one batched matmul) followed by an exclusive cumulative
-sum over chunks, so there is no Python loop over chunks. No T×T matrix is ever built. Sums are
-accumulated in float32 whatever the input dtype; the result is cast back to the value dtype.
+masked (C×C) products are formed explicitly; across chunks the state
+S_c = Σ_{n < start of chunk c} φ(k_n) [v_n, 1]ᵀ (F×(Dv+1): numerator and normaliser together) is used.
+All per-chunk states come from one batched matmul, followed by an exclusive scan over chunks done
+with two small triangular matmuls, so there is no Python loop over chunks (a loop of N additions
+and torch.cumsum were both measured slower on the 2-core CPU, where torch.cumsum along a
+non-last axis is very slow). The backward pass is written by hand with the same chunked kernels
+(``_CausalLinearAttention``) so autograd does not store per-op intermediates. No T×T matrix is ever
+built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
+value dtype.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import nn
 #: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention_chunks.csv,
 #: written by ``python -m stripes.bench.attention``): 64 is fastest or within noise of the fastest
 #: from T = 1024 to T = 8192 at H = 4, F = Dv = 128.
-DEFAULT_CHUNK_SIZE = 64
+DEFAULT_CHUNK_SIZE = 128
 
 
 def _check_shapes(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor) -> None:
@@ -87,36 +91,111 @@ def linear_attention(
     return out.transpose(1, 2).to(out_dtype)
 
 
+def _to_chunks(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(G, T, X) -> (G, N, C, X), zero-padding T up to a multiple of C (zeros add nothing)."""
+    g, t, d = x.shape
+    n = -(-t // c)
+    if n * c != t:
+        x = F.pad(x, (0, 0, 0, n * c - t))
+    return x.reshape(g, n, c, d)
+
+
+def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``), as matmuls.
+
+    Up to 64 chunks: one strictly triangular N×N matmul (2·N²·M FLOPs). Beyond: two levels with
+    s ≈ √N, triangular s×s matmuls inside blocks of s chunks plus the block totals scanned with a
+    triangular (N/s)×(N/s) matmul (≈ 2·(s+1)·N·M + 2·(N/s)²·M FLOPs). A few BLAS calls instead of
+    torch.cumsum or N small additions (both measured slower on the 2-core box).
+    """
+    g, n, m = x.shape
+    s = _scan_block(n)
+    nb = -(-n // s)
+    if nb * s != n:
+        x = F.pad(x, (0, 0, 0, nb * s - n))
+    blocks = x.reshape(g, nb, s, m)
+    ones_s = torch.ones(s, s, dtype=x.dtype, device=x.device)
+    tri_s = ones_s.triu(1) if reverse else ones_s.tril(-1)
+    within = torch.matmul(tri_s, blocks)
+    if nb == 1:
+        return within.reshape(g, s, m)[:, :n]
+    ones_b = torch.ones(nb, nb, dtype=x.dtype, device=x.device)
+    tri_b = ones_b.triu(1) if reverse else ones_b.tril(-1)
+    across = torch.matmul(tri_b, blocks.sum(dim=2))
+    return (within + across.unsqueeze(2)).reshape(g, nb * s, m)[:, :n]
+
+
+def _scan_block(n: int) -> int:
+    """Block length of the scan: one triangular N×N matmul up to N = 64 chunks (its 2·N²·M FLOPs
+    cost less than the extra elementwise passes of the two-level form there), else ⌈√N⌉."""
+    return n if n <= 64 else math.isqrt(n - 1) + 1
+
+
+def _scan_flops(n: int, m: int) -> int:
+    s = _scan_block(n)
+    nb = -(-n // s)
+    if nb == 1:
+        return 2 * s * s * m
+    return 2 * s * nb * s * m + nb * s * m + 2 * nb * nb * m + nb * s * m
+
+
+class _CausalLinearAttention(torch.autograd.Function):
+    """Normalised causal linear attention, chunked, with a hand-written chunked backward.
+
+    Inputs (G, T, ·) with G = batch·heads. With V' = [v, 1] (width E = Dv+1), per chunk of C steps:
+      S = exclusive prefix over chunks of kᵀV' (F×E),  A = tril(q kᵀ) (C×C),
+      N' = A V' + q S  (numerator | normaliser),  y = N'_{:Dv} / (N'_{Dv} + ε).
+    Backward with G' = [dy/den, −(dy·y)/den] (the gradient w.r.t. N'):
+      B = tril(G' V'ᵀ),  R = exclusive suffix over chunks of qᵀG' (F×E),
+      dq = B k + G' Sᵀ,   dk = Bᵀ q + V' Rᵀ,   dV' = Aᵀ G' + k R.
+    A and S are kept from the forward (O(T·C) and O((T/C)·F·E) memory, linear in T).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, chunk, eps):
+        g, t, dv = v.shape
+        c = min(chunk, t)
+        ones = torch.ones(g, t, 1, dtype=v.dtype, device=v.device)
+        qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(torch.cat([v, ones], -1), c)
+        n, f, e = qc.shape[1], qc.shape[-1], vc.shape[-1]
+        states = _exclusive_scan((kc.transpose(-1, -2) @ vc).reshape(g, n, f * e)).reshape(g, n, f, e)
+        scores = (qc @ kc.transpose(-1, -2)).tril_()
+        prods = torch.baddbmm(
+            (scores.reshape(g * n, c, c) @ vc.reshape(g * n, c, e)),
+            qc.reshape(g * n, c, f), states.reshape(g * n, f, e),
+        ).reshape(g, n, c, e)
+        den = prods[..., -1:] + eps
+        out = prods[..., :-1] / den
+        ctx.save_for_backward(qc, kc, vc, out, den, scores, states)
+        ctx.length = t
+        return out.reshape(g, n * c, dv)[:, :t]
+
+    @staticmethod
+    def backward(ctx, grad):
+        qc, kc, vc, out, den, scores, states = ctx.saved_tensors
+        g, n, c, f = qc.shape
+        e = vc.shape[-1]
+        t = ctx.length
+        gc = _to_chunks(grad.contiguous(), c)
+        g_aug = torch.cat([gc / den, -(gc * out).sum(-1, keepdim=True) / den], dim=-1)  # (G,N,C,E)
+        mixed = (g_aug @ vc.transpose(-1, -2)).tril_()  # B: (G,N,C,C)
+        rev = _exclusive_scan((qc.transpose(-1, -2) @ g_aug).reshape(g, n, f * e), reverse=True)
+        flat = lambda x: x.reshape(g * n, x.shape[-2], x.shape[-1])
+        rev, states = flat(rev.reshape(g, n, f, e)), flat(states)
+        g_aug, mixed, qc, kc, vc = flat(g_aug), flat(mixed), flat(qc), flat(kc), flat(vc)
+        dq = torch.baddbmm(mixed @ kc, g_aug, states.transpose(-1, -2))
+        dk = torch.baddbmm(mixed.transpose(-1, -2) @ qc, vc, rev.transpose(-1, -2))
+        dv = torch.baddbmm(flat(scores).transpose(-1, -2) @ g_aug, kc, rev)[..., :-1]
+        unchunk = lambda x: x.reshape(g, n * c, -1)[:, :t]
+        return unchunk(dq), unchunk(dk), unchunk(dv), None, None
+
+
 def _causal_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, eps: float):
     """Chunked causal linear attention on (B,H,T,F)/(B,H,T,Dv) tensors; returns (B,H,T,Dv)."""
     b, h, t, f = q.shape
-    dv = v.shape[-1]
-    c = min(chunk, t)
-    n = -(-t // c)
-    pad = n * c - t
-    if pad:
-        # Zero keys/values add nothing to any sum; padded query rows are dropped at the end.
-        q = F.pad(q, (0, 0, 0, pad))
-        k = F.pad(k, (0, 0, 0, pad))
-        v = F.pad(v, (0, 0, 0, pad))
-    qc = q.reshape(b, h, n, c, f)
-    kc = k.reshape(b, h, n, c, f)
-    vc = v.reshape(b, h, n, c, dv)
-    # Per-chunk sums of φ(k) vᵀ and φ(k), then the state *before* each chunk (exclusive cumsum).
-    kv_chunk = kc.transpose(-1, -2) @ vc  # (B,H,N,F,Dv)
-    z_chunk = kc.sum(dim=-2)  # (B,H,N,F)
-    kv_state = torch.cumsum(kv_chunk, dim=2)
-    z_state = torch.cumsum(z_chunk, dim=2)
-    kv_prev = torch.cat([torch.zeros_like(kv_state[:, :, :1]), kv_state[:, :, :-1]], dim=2)
-    z_prev = torch.cat([torch.zeros_like(z_state[:, :, :1]), z_state[:, :, :-1]], dim=2)
-    # Inside a chunk: masked C×C products (lower triangle, diagonal included).
-    scores = qc @ kc.transpose(-1, -2)  # (B,H,N,C,C)
-    mask = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~mask, 0.0)
-    num = qc @ kv_prev + scores @ vc  # (B,H,N,C,Dv)
-    den = (qc @ z_prev.unsqueeze(-1)).squeeze(-1) + scores.sum(dim=-1) + eps  # (B,H,N,C)
-    out = (num / den.unsqueeze(-1)).reshape(b, h, n * c, dv)
-    return out[:, :, :t]
+    flat = lambda x: x.reshape(b * h, t, x.shape[-1])
+    out = _CausalLinearAttention.apply(flat(q), flat(k), flat(v), chunk, eps)
+    return out.reshape(b, h, t, -1)
 
 
 def causal_linear_attention_loop(
@@ -148,19 +227,24 @@ def causal_linear_attention_loop(
     return torch.cat(outs, dim=2).transpose(1, 2).to(v.dtype)
 
 
-def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
-    """Forward floating-point operations of ``linear_attention`` (causal) for one (batch, head).
+def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                            backward: bool = False) -> int:
+    """FLOPs of causal ``linear_attention`` for one (batch, head), as implemented (padding counted;
+    a multiply-add = 2 FLOPs). E = Dv + 1 (values with the ones column), N = ⌈T/C⌉ chunks.
 
-    Counts multiply and add separately (a multiply-add = 2 FLOPs): per-chunk KV sums 2·T·F·Dv,
-    inter-chunk products 2·T·F·Dv, intra-chunk scores 2·T·C·F and their product with V 2·T·C·Dv,
-    the normalisers 2·T·F + T·C, the cumulative sums N·F·(Dv+1) and the division T·Dv.
-    Padding of the last chunk is counted (it is computed).
+    Forward: chunk states kᵀV' 2·T·F·E, their scan, scores 2·T·C·F, A·V' 2·T·C·E, q·S 2·T·F·E,
+    division T·Dv. Backward (``backward=True`` adds it): G'V'ᵀ 2·T·C·E, B·k and Bᵀ·q 2·(2·T·C·F),
+    G'·Sᵀ, qᵀG', V'·Rᵀ, k·R 4·(2·T·F·E), Aᵀ·G' 2·T·C·E, the reverse scan, ≈ 4·T·Dv elementwise.
     """
     c = min(chunk_size, t)
     n = -(-t // c)
-    tp = n * c
-    return (4 * tp * f * dv + 2 * tp * c * (f + dv) + 2 * tp * f + tp * c
-            + n * f * (dv + 1) + tp * dv)
+    tp, e = n * c, dv + 1
+    scan = _scan_flops(n, f * e)
+    fwd = 4 * tp * f * e + scan + 2 * tp * c * (f + e) + tp * dv
+    if not backward:
+        return fwd
+    bwd = 4 * tp * c * e + 4 * tp * c * f + 8 * tp * f * e + scan + 4 * tp * dv
+    return fwd + bwd
 
 
 # --------------------------------------------------------------------------------------------
