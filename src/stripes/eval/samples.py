@@ -172,3 +172,29 @@ def write_samples(store: pd.DataFrame, selection: pd.DataFrame, out_dir: str | P
                                      f"{choice['method']} / {choice['context_label']}", root,
                                      max_windows=max_windows)
     return written
+
+
+def run(cfg) -> list[Path]:
+    """Samples only (``conf/plots.yaml`` ``samples`` and ``selection``), from the results store."""
+    from stripes.eval import results as store_lib
+
+    store = store_lib.load_store(cfg.results_dir)
+    selection = store_lib.select_models(store, cfg.selection.metric, cfg.selection.split)
+    written = write_samples(store, selection, cfg.samples.out_dir, cfg.samples.threshold,
+                            cfg.samples.merge_gap_sixteenths, cfg.samples.get("data_root"),
+                            cfg.samples.n_windows)
+    print(f"[samples] wrote {len(written)} files under {cfg.samples.out_dir}", flush=True)
+    return written
+
+
+if __name__ == "__main__":
+    import os
+
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path="../../../conf", config_name="plots")
+    def _main(cfg) -> None:
+        os.chdir(hydra.utils.get_original_cwd())
+        run(cfg)
+
+    _main()
