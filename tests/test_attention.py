@@ -89,10 +89,10 @@ def test_shape_errors_name_the_file():
 
 
 def test_flop_count_by_hand():
-    # T = 4, C = 2 (N = 2 chunks, one-level scan), F = 1, values [v, 1] of width E = 2.
-    # Forward: states 2·4·1·2 + inter 2·4·1·2 = 32; scan 2·2²·1·2 = 16; scores 2·4·2·1 = 16;
-    # A·V' 2·4·2·2 = 32; division 4.
-    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 32 + 16 + 16 + 32 + 4
+    # T = 4, C = 2 (N = 2 chunks, one-level scans 2·N²·width), F = Dv = 1. Forward: states and
+    # inter 2·4·1·1 each = 16; scores 2·4·2·1 = 16; A·v 16; scans 2·4·1 twice = 16; normaliser
+    # A·1 4·2 = 8 and q·z, Σk 3·4 = 12; division 4.
+    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 16 + 16 + 16 + 16 + 8 + 12 + 4
     fwd = chunked_attention_flops(8192, 128, 128, chunk_size=64)
     both = chunked_attention_flops(8192, 128, 128, chunk_size=64, backward=True)
     assert 2.5 * fwd < both < 3.5 * fwd  # backward ≈ 2 × forward

@@ -8,8 +8,8 @@ where q̃, k̃ are the PE-transformed queries/keys (``stripes.pe``) and φ a non
 (elu+1 by default, as in fast-transformers; FAVOR+ positive random features as an option).
 
 The causal sum is computed in chunks of ``chunk_size`` steps, in O(T) memory: inside a chunk the
-masked (C×C) products are formed explicitly; across chunks the state
-S_c = Σ_{n < start of chunk c} φ(k_n) [v_n, 1]ᵀ (F×(Dv+1): numerator and normaliser together) is used.
+masked (C×C) products are formed explicitly; across chunks the states
+S_c = Σ_{n < start of chunk c} φ(k_n) v_nᵀ (F×Dv) and z_c = Σ_{n < start of chunk c} φ(k_n) are used.
 All per-chunk states come from one batched matmul, followed by an exclusive scan over chunks done
 with two small triangular matmuls, so there is no Python loop over chunks (a loop of N additions
 and torch.cumsum were both measured slower on the 2-core CPU, where torch.cumsum along a
@@ -142,52 +142,54 @@ def _scan_flops(n: int, m: int) -> int:
 class _CausalLinearAttention(torch.autograd.Function):
     """Normalised causal linear attention, chunked, with a hand-written chunked backward.
 
-    Inputs (G, T, ·) with G = batch·heads. With V' = [v, 1] (width E = Dv+1), per chunk of C steps:
-      S = exclusive prefix over chunks of kᵀV' (F×E),  A = tril(q kᵀ) (C×C),
-      N' = A V' + q S  (numerator | normaliser),  y = N'_{:Dv} / (N'_{Dv} + ε).
-    Backward with G' = [dy/den, −(dy·y)/den] (the gradient w.r.t. N'):
-      B = tril(G' V'ᵀ),  R = exclusive suffix over chunks of qᵀG' (F×E),
-      dq = B k + G' Sᵀ,   dk = Bᵀ q + V' Rᵀ,   dV' = Aᵀ G' + k R.
-    A and S are kept from the forward (O(T·C) and O((T/C)·F·E) memory, linear in T).
+    Inputs (G, T, ·) with G = batch·heads. Per chunk of C steps (exclusive scans over chunks):
+      S = Σ_{earlier chunks} kᵀv (F×Dv),  z = Σ_{earlier chunks} k (F),  A = tril(q kᵀ) (C×C),
+      num = A v + q S,  den = A·1 + q·z + ε,  y = num / den.
+    Backward with g_n = dy/den and g_d = −(dy·y)/den (gradients w.r.t. num and den):
+      B = tril(g_n vᵀ + g_d 1ᵀ),  R = Σ_{later chunks} qᵀg_n (F×Dv),  r = Σ_{later chunks} q g_d (F),
+      dq = B k + g_n Sᵀ + g_d zᵀ,   dk = Bᵀ q + v Rᵀ + 1 rᵀ,   dv = Aᵀ g_n + k R.
+    A, S and z are kept from the forward (O(T·C) and O((T/C)·F·Dv) memory, linear in T).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, chunk, eps):
         g, t, dv = v.shape
         c = min(chunk, t)
-        ones = torch.ones(g, t, 1, dtype=v.dtype, device=v.device)
-        qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(torch.cat([v, ones], -1), c)
-        n, f, e = qc.shape[1], qc.shape[-1], vc.shape[-1]
-        states = _exclusive_scan((kc.transpose(-1, -2) @ vc).reshape(g, n, f * e)).reshape(g, n, f, e)
-        scores = (qc @ kc.transpose(-1, -2)).tril_()
-        prods = torch.baddbmm(
-            (scores.reshape(g * n, c, c) @ vc.reshape(g * n, c, e)),
-            qc.reshape(g * n, c, f), states.reshape(g * n, f, e),
-        ).reshape(g, n, c, e)
-        den = prods[..., -1:] + eps
-        out = prods[..., :-1] / den
-        ctx.save_for_backward(qc, kc, vc, out, den, scores, states)
+        qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(v, c)
+        n, f = qc.shape[1], qc.shape[-1]
+        states = _exclusive_scan((kc.transpose(-1, -2) @ vc).reshape(g, n, f * dv)).reshape(g * n, f, dv)
+        norms = _exclusive_scan(kc.sum(dim=2))  # (G, N, F)
+        scores = (qc @ kc.transpose(-1, -2)).tril_()  # (G, N, C, C)
+        flat = lambda x: x.reshape(g * n, x.shape[-2], x.shape[-1])
+        num = torch.baddbmm(flat(scores) @ flat(vc), flat(qc), states)  # (G·N, C, Dv)
+        den = (flat(qc) @ norms.reshape(g * n, f, 1)).squeeze(-1) + scores.sum(-1).reshape(g * n, c) + eps
+        out = num / den.unsqueeze(-1)
+        ctx.save_for_backward(qc, kc, vc, out, den, scores, states, norms)
         ctx.length = t
         return out.reshape(g, n * c, dv)[:, :t]
 
     @staticmethod
     def backward(ctx, grad):
-        qc, kc, vc, out, den, scores, states = ctx.saved_tensors
+        qc, kc, vc, out, den, scores, states, norms = ctx.saved_tensors
         g, n, c, f = qc.shape
-        e = vc.shape[-1]
+        dv = vc.shape[-1]
         t = ctx.length
-        gc = _to_chunks(grad.contiguous(), c)
-        g_aug = torch.cat([gc / den, -(gc * out).sum(-1, keepdim=True) / den], dim=-1)  # (G,N,C,E)
-        mixed = (g_aug @ vc.transpose(-1, -2)).tril_()  # B: (G,N,C,C)
-        rev = _exclusive_scan((qc.transpose(-1, -2) @ g_aug).reshape(g, n, f * e), reverse=True)
         flat = lambda x: x.reshape(g * n, x.shape[-2], x.shape[-1])
-        rev, states = flat(rev.reshape(g, n, f, e)), flat(states)
-        g_aug, mixed, qc, kc, vc = flat(g_aug), flat(mixed), flat(qc), flat(kc), flat(vc)
-        dq = torch.baddbmm(mixed @ kc, g_aug, states.transpose(-1, -2))
-        dk = torch.baddbmm(mixed.transpose(-1, -2) @ qc, vc, rev.transpose(-1, -2))
-        dv = torch.baddbmm(flat(scores).transpose(-1, -2) @ g_aug, kc, rev)[..., :-1]
+        qf, kf, vf = flat(qc), flat(kc), flat(vc)
+        gc = flat(_to_chunks(grad.contiguous(), c))  # (G·N, C, Dv)
+        g_num = gc / den.unsqueeze(-1)
+        g_den = -(gc * out).sum(-1) / den  # (G·N, C)
+        mixed = torch.baddbmm(g_den.unsqueeze(-1), g_num, vf.transpose(-1, -2)).tril_()  # B
+        dq = torch.baddbmm(mixed @ kf, g_num, states.transpose(-1, -2))
+        dq += g_den.unsqueeze(-1) * norms.reshape(g * n, 1, f)
+        rev = _exclusive_scan((qf.transpose(-1, -2) @ g_num).reshape(g, n, f * dv), reverse=True)
+        rev = rev.reshape(g * n, f, dv)
+        rev_norm = _exclusive_scan((qf * g_den.unsqueeze(-1)).sum(1).reshape(g, n, f), reverse=True)
+        dk = torch.baddbmm(mixed.transpose(-1, -2) @ qf, vf, rev.transpose(-1, -2))
+        dk += rev_norm.reshape(g * n, 1, f)
+        d_v = torch.baddbmm(flat(scores).transpose(-1, -2) @ g_num, kf, rev)
         unchunk = lambda x: x.reshape(g, n * c, -1)[:, :t]
-        return unchunk(dq), unchunk(dk), unchunk(dv), None, None
+        return unchunk(dq), unchunk(dk), unchunk(d_v), None, None
 
 
 def _causal_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, eps: float):
@@ -230,20 +232,22 @@ def causal_linear_attention_loop(
 def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
                             backward: bool = False) -> int:
     """FLOPs of causal ``linear_attention`` for one (batch, head), as implemented (padding counted;
-    a multiply-add = 2 FLOPs). E = Dv + 1 (values with the ones column), N = ⌈T/C⌉ chunks.
+    a multiply-add = 2 FLOPs; N = ⌈T/C⌉ chunks).
 
-    Forward: chunk states kᵀV' 2·T·F·E, their scan, scores 2·T·C·F, A·V' 2·T·C·E, q·S 2·T·F·E,
-    division T·Dv. Backward (``backward=True`` adds it): G'V'ᵀ 2·T·C·E, B·k and Bᵀ·q 2·(2·T·C·F),
-    G'·Sᵀ, qᵀG', V'·Rᵀ, k·R 4·(2·T·F·E), Aᵀ·G' 2·T·C·E, the reverse scan, ≈ 4·T·Dv elementwise.
+    Forward: chunk states kᵀv and q·S 4·T·F·Dv, scores 2·T·C·F, A·v 2·T·C·Dv, the two scans,
+    normaliser (A·1, q·z, Σk) T·C + 3·T·F, division T·Dv.
+    Backward (``backward=True`` adds it): B 2·T·C·Dv + T·C, B·k and Bᵀ·q 4·T·C·F, g_n·Sᵀ, qᵀg_n,
+    v·Rᵀ, k·R 8·T·F·Dv, Aᵀ·g_n 2·T·C·Dv, the two reverse scans, g_d·z, q·g_d, r 5·T·F, and the
+    elementwise g_n, g_d ≈ 3·T·Dv.
     """
     c = min(chunk_size, t)
     n = -(-t // c)
-    tp, e = n * c, dv + 1
-    scan = _scan_flops(n, f * e)
-    fwd = 4 * tp * f * e + scan + 2 * tp * c * (f + e) + tp * dv
+    tp = n * c
+    scans = _scan_flops(n, f * dv) + _scan_flops(n, f)
+    fwd = 4 * tp * f * dv + 2 * tp * c * (f + dv) + scans + tp * c + 3 * tp * f + tp * dv
     if not backward:
         return fwd
-    bwd = 4 * tp * c * e + 4 * tp * c * f + 8 * tp * f * e + scan + 4 * tp * dv
+    bwd = 8 * tp * f * dv + 4 * tp * c * (f + dv) + scans + tp * c + 5 * tp * f + 3 * tp * dv
     return fwd + bwd
 
 
