@@ -20,8 +20,8 @@ Training recipe ([S] §IV-C, spec §5; the values live in conf/profile/*.yaml an
   and the batch is cropped to its first `length` ticks (`stripes.data.datamodule.crop_batch`);
 * validation: loss and a cheap CS (sigmoid ≥ 0.5 on the piano track, `stripes.eval.metrics`).
 
-Each training epoch reseeds the global RNGs with (seed, epoch), so the shuffle order and dropout
-of an epoch do not depend on whether the run was resumed from a checkpoint.
+Each training epoch reseeds the global RNGs and the training sampler's shuffle with (seed, epoch),
+so the shuffle order and dropout of an epoch do not depend on whether the run was resumed.
 """
 
 from __future__ import annotations
@@ -82,11 +82,27 @@ class HarmonizationModule(pl.LightningModule):
         return self.model(inputs, positions)
 
     # ---- training -------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        seed = int(self.cfg.seed) * 100_003 + int(self.current_epoch)
+    def _reseed(self, epoch: int) -> None:
+        """Seed the global RNGs and the training sampler's shuffle for `epoch`.
+
+        The sampler gets its own generator, seeded from (seed, epoch) and read when the loader's
+        first batch is drawn, so the order does not depend on how many draws the loader made from
+        its generator before (a resumed run creates its iterator before the hooks below run).
+        """
+        seed = int(self.cfg.seed) * 100_003 + int(epoch)
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, torch.utils.data.RandomSampler):
+            sampler.generator = torch.Generator().manual_seed(seed)
+
+    def on_train_start(self) -> None:  # a (re)started run: before its first batch is drawn
+        self._reseed(self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        self._reseed(self.current_epoch)
 
     def _crop_for_curriculum(self, batch: dict) -> dict:
         from stripes.data.datamodule import crop_batch
@@ -105,7 +121,6 @@ class HarmonizationModule(pl.LightningModule):
         size = int(batch["input"].shape[0])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/length", float(batch["input"].shape[1]), on_step=True, on_epoch=False, batch_size=size)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss
 
     # ---- validation -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 import traceback
+import uuid
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from stripes.lit import HarmonizationModule
@@ -106,7 +107,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, info: dict[str, Any]) -> list:
     offline = bool(wandb_cfg.offline) and mode != "online"
     if offline:
         os.environ["WANDB_MODE"] = "offline"
-    info.setdefault("wandb_id", wandb.util.generate_id())
+    info.setdefault("wandb_id", uuid.uuid4().hex[:12])
     loggers.append(
         WandbLogger(
             project=str(wandb_cfg.project),
@@ -133,20 +134,25 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | bool = False, 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update(overrides)
     return pl.Trainer(
-        **kwargs, default_root_dir=str(run_dir), logger=loggers, callbacks=[checkpoints],
+        **kwargs, default_root_dir=str(run_dir), logger=loggers,
+        callbacks=[checkpoints, *([LearningRateMonitor(logging_interval="step")] if loggers else [])],
     )
 
 
-def _resume_epoch(last: Path) -> int:
-    return int(torch.load(last, map_location="cpu", weights_only=False).get("epoch", 0))
+def _completed_epoch(last: Path) -> int:
+    """The epoch whose end last.ckpt was saved at (Lightning stores the 0-based current epoch)."""
+    return int(torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1))
 
 
-def _merge_metrics(run_dir: Path, previous: pd.DataFrame | None, resume_epoch: int) -> None:
-    """Put the rows of earlier attempts (epochs before the resume point) back into metrics.csv."""
+def _merge_metrics(run_dir: Path, previous: pd.DataFrame | None, completed_epoch: int) -> None:
+    """Put the rows of earlier attempts (epochs up to the resumed checkpoint's) back into metrics.csv.
+
+    Lightning's CSV logger empties metrics.csv when it starts, so a resumed run would lose them.
+    """
     path = run_dir / METRICS
     if previous is None or previous.empty:
         return
-    kept = previous[previous["epoch"] < resume_epoch] if "epoch" in previous else previous
+    kept = previous[previous["epoch"] <= completed_epoch] if "epoch" in previous else previous
     current = pd.read_csv(path) if path.exists() else pd.DataFrame()
     pd.concat([kept, current], ignore_index=True).to_csv(path, index=False)
 
@@ -201,6 +207,7 @@ def train(cfg: DictConfig, run_dir: str | Path, reraise: bool = True) -> dict[st
         previous = None
         if resume is not None and (run_dir / METRICS).exists():
             previous = pd.read_csv(run_dir / METRICS)
+        completed = _completed_epoch(resume) if resume is not None else -1
         loggers = build_loggers(cfg, run_dir, info)
         if rank_zero:
             write_run_info(run_dir, info)
@@ -212,7 +219,7 @@ def train(cfg: DictConfig, run_dir: str | Path, reraise: bool = True) -> dict[st
         trainer = build_trainer(cfg, run_dir, loggers)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         if rank_zero:
-            _merge_metrics(run_dir, previous, _resume_epoch(resume) if resume else 0)
+            _merge_metrics(run_dir, previous, completed)
         info.update(_final_metrics(trainer, trainer.checkpoint_callback))
         info["status"] = "finished"
     except BaseException as err:  # noqa: BLE001 - record KeyboardInterrupt too, then re-raise below

@@ -1,0 +1,192 @@
+"""Training through the composed Hydra config on the fake POP909 root (smoke profile).
+
+Covers: one training + one predict step for every PE × context, overfitting one batch, resume
+from last.ckpt with the same optimiser state, determinism, finished runs being skipped, a multirun
+with a failing job, load_run/find_runs, W&B offline, and (slow) DDP on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from stripes.data.datamodule import build_datamodule, crop_batch
+from stripes.lit import HarmonizationModule, masked_bce_with_logits
+from stripes.runs import find_runs, load_run, read_run_info, write_run_info
+from stripes.train import build_trainer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+PES = ["nope", "spe", "fstripe", "fstripe1", "rope_a", "rope_b", "rope_c", "ropepool"]
+CONTEXTS = ["time", "rep", "key", "bin"]
+LEARNABLE = {"spe", "fstripe", "fstripe1", "rope_c", "ropepool"}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def smoke_cfg(root: Path, cache: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("train", overrides=[
+            "profile=smoke", f"data.root={root}", f"data.cache_dir={cache}", "logger=csv", *overrides,
+        ])
+
+
+@pytest.fixture(scope="module")
+def batches(fake_pop909_root, cache_dir):
+    """One training batch and one test16 batch per context (the data module built once each)."""
+    out = {}
+    for context in CONTEXTS:
+        dm = build_datamodule(smoke_cfg(fake_pop909_root, cache_dir, f"context={context}"))
+        dm.setup()
+        out[context] = (next(iter(dm.train_dataloader())), next(iter(dm.predict_dataloader("test16"))))
+    return out
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("pe", PES)
+def test_one_training_and_predict_step(pe, context, batches, fake_pop909_root, cache_dir):
+    cfg = smoke_cfg(fake_pop909_root, cache_dir, f"pe={pe}", f"context={context}")
+    torch.manual_seed(0)
+    module = HarmonizationModule(cfg)
+    train_batch, test_batch = batches[context]
+    batch = crop_batch(train_batch, 32)
+    pos_dim = 12 if context == "bin" else 1
+    assert batch["input"].shape[1:] == (32, 256) and batch["positions"].shape[-1] == pos_dim
+    loss = module.training_step(batch, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    freqs = [(n, p) for n, p in module.named_parameters() if "freq" in n]
+    if pe in LEARNABLE:
+        assert freqs and all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+                             for _, p in freqs), f"{pe}/{context}: no gradient on the frequencies"
+    module.eval()
+    with torch.no_grad():
+        out = module.predict_step(test_batch, 0)
+    assert out["logits"].shape == (*test_batch["input"].shape[:2], 384)
+    assert torch.isfinite(out["logits"]).all()
+    assert torch.equal(out["song"], test_batch["song"])
+
+
+def test_overfits_one_batch_ropepool_bin(batches, fake_pop909_root, cache_dir):
+    cfg = smoke_cfg(fake_pop909_root, cache_dir, "pe=ropepool", "context=bin", "model.d_model=64",
+                    "model.d_ff=128", "model.num_heads=4")
+    torch.manual_seed(0)
+    model = HarmonizationModule(cfg).model
+    batch = crop_batch(batches["bin"][0], 64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = masked_bce_with_logits(model(batch["input"], batch["positions"]), batch["target"], batch["mask"])
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.1 * losses[0], f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def _run(root, cache, run_dir, *overrides):
+    cfg = smoke_cfg(root, cache, "pe=ropepool", "context=bin", *overrides)
+    return train(cfg, run_dir)
+
+
+def test_resume_continues_with_the_same_optimizer_state(tmp_path, fake_pop909_root, cache_dir):
+    # reference: two epochs in one go
+    ref = _run(fake_pop909_root, cache_dir, tmp_path / "ref", "trainer.max_epochs=2")
+    assert ref["status"] == "finished" and ref["epochs"] == 2
+    # "killed" after epoch 1: the first epoch finished and checkpointed, the status still says running
+    run = tmp_path / "run"
+    _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=1")
+    info = read_run_info(run)
+    info["status"] = "running"
+    write_run_info(run, info)
+    after_first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert after_first["epoch"] == 0 and after_first["global_step"] == 3  # end of the 1st epoch
+    resumed = _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=2")
+    assert resumed["status"] == "finished" and resumed["attempts"] == 2 and resumed["epochs"] == 2
+    a = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"]
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-6, atol=1e-7)
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=1e-5, atol=1e-12)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert sorted(metrics["epoch"].dropna().unique().tolist()) == [0, 1]
+    # the same loss curve as the uninterrupted run (deterministic given the seed)
+    ref_val = pd.read_csv(tmp_path / "ref" / "metrics.csv")["val/loss"].dropna().to_numpy()
+    assert metrics["val/loss"].dropna().to_numpy() == pytest.approx(ref_val, rel=1e-5)
+    # a finished run is not trained again
+    mtime = (run / "checkpoints" / "last.ckpt").stat().st_mtime
+    assert _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=3")["epochs"] == 2
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == mtime
+
+
+def test_deterministic_loss_curve_and_load_run(tmp_path, fake_pop909_root, cache_dir):
+    runs = [tmp_path / "runs" / "x" / name for name in ("a", "b")]
+    for run in runs:
+        _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=1")
+    curves = [pd.read_csv(r / "metrics.csv")["train/loss_step"].dropna().to_numpy() for r in runs]
+    assert len(curves[0]) >= 2 and curves[0].tolist() == curves[1].tolist()
+    for name in ("config.yaml", "run_info.json", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (runs[0] / name).exists(), name
+    info = read_run_info(runs[0])
+    assert info["seed"] == 0 and info["git_commit"] and info["packages"]["torch"] and info["device"]["accelerator"]
+    assert find_runs(tmp_path / "runs") == sorted(runs)
+    model, cfg = load_run(runs[0], "best")
+    assert not model.training and cfg.pe.name == "ropepool"
+    x, pos = torch.zeros(1, 8, 256), torch.zeros(1, 8, 12)
+    assert model(x, pos).shape == (1, 8, 384)
+
+
+def test_multirun_with_a_failing_job_finishes_the_others(tmp_path, fake_pop909_root, cache_dir):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    cmd = [sys.executable, "-m", "stripes.train", "-m", "profile=smoke", "experiment=table3",
+           f"data.root={fake_pop909_root}", f"data.cache_dir={cache_dir}", f"runs_root={tmp_path}",
+           "pe=ropepool", "context=time", "trainer.max_epochs=1", "optim.lr=-1,0.001"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failed = json.loads((tmp_path / "table3" / "ropepool-time-lr-1-s0" / "run_info.json").read_text())
+    assert failed["status"] == "failed" and "Invalid learning rate" in failed["error"]
+    ok = read_run_info(tmp_path / "table3" / "ropepool-time-lr0.001-s0")
+    assert ok["status"] == "finished" and ok["experiment"] == "table3"
+    assert find_runs(tmp_path) == [tmp_path / "table3" / "ropepool-time-lr0.001-s0"]
+
+
+def test_wandb_offline_writes_a_run_without_network(tmp_path, fake_pop909_root, cache_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_API_KEY", "")  # no account
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: any network use fails
+    cfg = smoke_cfg(fake_pop909_root, cache_dir, "pe=nope", "context=time", "logger=wandb", "trainer.max_epochs=1")
+    info = train(cfg, tmp_path / "run")
+    assert info["status"] == "finished" and info["wandb_id"]
+    offline = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{info['wandb_id']}"))
+    assert offline and any(offline[0].rglob("*.wandb"))
+    assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_ddp_spawn_two_cpu_processes(tmp_path, fake_pop909_root, cache_dir):
+    cfg = smoke_cfg(fake_pop909_root, cache_dir, "pe=ropepool", "context=bin", "trainer=ddp",
+                    "trainer.accelerator=cpu", "trainer.devices=2")
+    from pytorch_lightning.strategies import DDPStrategy
+
+    torch.manual_seed(0)
+    module = HarmonizationModule(cfg)
+    trainer = build_trainer(cfg, tmp_path, False, strategy=DDPStrategy(start_method="spawn",
+                            process_group_backend="gloo"), max_epochs=1, limit_train_batches=2,
+                            limit_val_batches=1)
+    trainer.fit(module, datamodule=build_datamodule(cfg))
+    assert trainer.global_step == 2
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
