@@ -16,6 +16,15 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 PES = ["nope", "spe", "fstripe", "fstripe1", "rope_a", "rope_b", "rope_c", "ropepool"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core box: one thread avoids OpenMP contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def smoke_cfg(*overrides: str):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose("train", overrides=["profile=smoke", *overrides])

@@ -30,6 +30,15 @@ CONTEXTS = ["time", "rep", "key", "bin"]
 LEARNABLE = {"spe", "fstripe", "fstripe1", "rope_c", "ropepool"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core box: one thread avoids OpenMP contention (10x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
@@ -79,20 +88,25 @@ def test_one_training_and_predict_step(pe, context, batches, fake_pop909_root, c
 
 
 def test_overfits_one_batch_ropepool_bin(batches, fake_pop909_root, cache_dir):
-    cfg = smoke_cfg(fake_pop909_root, cache_dir, "pe=ropepool", "context=bin", "model.d_model=64",
-                    "model.d_ff=128", "model.num_heads=4")
+    """Loss falls by 90 % and far below the best constant (per-output-unit rate) predictor's."""
+    cfg = smoke_cfg(fake_pop909_root, cache_dir, "pe=ropepool", "context=bin", "model.d_model=32",
+                    "model.d_ff=64", "model.num_heads=4")
     torch.manual_seed(0)
     model = HarmonizationModule(cfg).model
     batch = crop_batch(batches["bin"][0], 64)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    target, mask = batch["target"], batch["mask"].float()[..., None]
+    rate = ((target * mask).sum((0, 1)) / mask.sum()).clamp(1e-4, 1 - 1e-4)
+    constant = -(target * rate.log() + (1 - target) * (1 - rate).log()).mul(mask).sum() / (mask.sum() * 384)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(300):
+    for _ in range(120):
         optimizer.zero_grad()
-        loss = masked_bce_with_logits(model(batch["input"], batch["positions"]), batch["target"], batch["mask"])
+        loss = masked_bce_with_logits(model(batch["input"], batch["positions"]), target, batch["mask"])
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    assert losses[-1] < 0.5 * float(constant), f"loss {losses[-1]:.4f} vs constant predictor {float(constant):.4f}"
 
 
 def _run(root, cache, run_dir, *overrides):
@@ -150,7 +164,7 @@ def test_deterministic_loss_curve_and_load_run(tmp_path, fake_pop909_root, cache
 
 
 def test_multirun_with_a_failing_job_finishes_the_others(tmp_path, fake_pop909_root, cache_dir):
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "stripes.train", "-m", "profile=smoke", "experiment=table3",
            f"data.root={fake_pop909_root}", f"data.cache_dir={cache_dir}", f"runs_root={tmp_path}",
            "pe=ropepool", "context=time", "trainer.max_epochs=1", "optim.lr=-1,0.001"]
