@@ -211,6 +211,8 @@ def train(cfg: DictConfig, run_dir: str | Path, reraise: bool = True) -> dict[st
         loggers = build_loggers(cfg, run_dir, info)
         if rank_zero:
             write_run_info(run_dir, info)
+        if cfg.get("torch_threads"):
+            torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         from stripes.data.datamodule import build_datamodule
 

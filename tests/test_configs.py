@@ -1,0 +1,77 @@
+"""The Hydra config tree composes for every profile × experiment, and the profiles say what they claim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PROFILES = ["smoke", "cpu", "paper"]
+EXPERIMENTS = {
+    "table2": "rope_a,rope_b,rope_c",
+    "table3": "rope_c,fstripe1,ropepool",
+    "fstripe_table1": "nope,spe,fstripe",
+    "fstripe1_unpooled": "fstripe1",
+}
+
+
+def cfg_for(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_every_experiment_composes_with_every_profile(profile, experiment):
+    cfg = cfg_for(f"profile={profile}", f"experiment={experiment}", hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert params.pe == EXPERIMENTS[experiment]
+    assert params.context == "time,rep,key,bin"
+    assert str(params.seed) == str(cfg.sweep.seeds) and str(params["optim.lr"]) == str(cfg.sweep.lrs)
+    assert cfg.experiment_name == experiment and cfg.profile_name == profile
+    for group, name in (("pe", p) for p in params.pe.split(",")):
+        assert (CONF / group / f"{name}.yaml").exists()
+
+
+def test_run_directory_name_and_hydra_dirs():
+    cfg = cfg_for("profile=cpu", "pe=ropepool", "context=bin", "optim.lr=0.0005", "seed=3",
+                  "experiment=table3", hydra=True)
+    assert cfg.run_name == "ropepool-bin-lr0.0005-s3"
+    assert cfg.hydra.run.dir == "outputs/runs/table3/ropepool-bin-lr0.0005-s3"
+    assert cfg.hydra.sweep.dir == "outputs/runs/table3" and cfg.hydra.sweep.subdir == cfg.run_name
+
+
+def test_paper_profile_is_spec_section_5():
+    cfg = cfg_for("profile=paper")
+    assert cfg.trainer.accelerator == "gpu"
+    assert (cfg.model.d_model, cfg.model.num_heads, cfg.model.num_layers, cfg.model.d_ff) == (512, 4, 2, 512)
+    assert cfg.model.dropout == 0.1 and cfg.model.attention == "linear"
+    assert cfg.data.ticks_per_quarter == 16 and cfg.data.batch_size == 8
+    assert cfg.trainer.max_epochs == 15 and cfg.trainer.gradient_clip_val == 0.0005
+    assert cfg.optim.name == "adam" and cfg.optim.warmup_epochs == 3 and cfg.optim.decay_gamma == 0.85
+    assert (cfg.curriculum.start_length, cfg.curriculum.ramp_steps) == (16, 2875)
+    assert str(cfg.sweep.seeds) == "0,1,2,3,4" and str(cfg.sweep.lrs) == "0.0001,0.0005,0.001"
+
+
+def test_cpu_profile_has_at_least_three_seeds_and_scaled_resolution():
+    cfg = cfg_for("profile=cpu")
+    assert len(str(cfg.sweep.seeds).split(",")) >= 3
+    assert cfg.data.ticks_per_quarter == 4 and cfg.trainer.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
+@pytest.mark.parametrize("logger", ["wandb", "csv", "none"])
+def test_trainer_and_logger_groups(trainer, logger):
+    cfg = cfg_for(f"trainer={trainer}", f"logger={logger}")
+    assert cfg.logger.wandb.enabled == (logger == "wandb") and cfg.logger.wandb.offline is True
+    assert cfg.trainer.strategy == ("ddp" if trainer == "ddp" else "auto")
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm"])
+def test_launchers_compose(launcher):
+    cfg = cfg_for(f"hydra/launcher={launcher}", hydra=True)
+    assert launcher.split("_")[0] in cfg.hydra.launcher._target_.lower()
