@@ -6,7 +6,7 @@ between methods: from q, k, v (B,T,H,D) and positions (TIME, P = 1), the PE tran
 fused CPU kernel; no PE). The q/k/v/out projections (identical for every method) are excluded.
 
 Measurements (one process, one run, so ratios compare like with like on a shared machine):
-  * time: median over repeats of forward + backward (gradients w.r.t. q, k, v and PE parameters);
+  * time: best of ≥3 repeats (≥1 s in all) of forward + backward (gradients w.r.t. q, k, v and PE parameters);
   * peak memory: the process's resident-set high-water mark during one forward+backward minus the
     resident set just before it. Linux's VmHWM is reset through /proc/self/clear_refs before each
     measurement; glibc is told to serve allocations ≥128 KiB with mmap (mallopt M_MMAP_THRESHOLD) and
@@ -16,8 +16,12 @@ Measurements (one process, one run, so ratios compare like with like on a shared
     linear row's achieved GFLOP/s = (forward + backward FLOPs of the chunked algorithm as
     implemented, ``chunked_attention_flops(..., backward=True)``) / time as a fraction of it (the
     elementwise PE/φ work is not counted, so the fraction is conservative);
-  * a chunk-size sweep (NoPE, T = 1024/4096/8192, C = 16…256 and the Python-loop form) that chose
-    ``DEFAULT_CHUNK_SIZE``.
+  * a chunk-size sweep (NoPE, T = 2048/8192, C = 32…256, plus the Python-loop-over-chunks form with
+    autograd) that chose ``DEFAULT_CHUNK_SIZE``;
+  * every timing at torch's default thread count and again at 1 thread: on a CPU shared with other
+    jobs, two OpenMP threads stall on each other for the many mid-sized ops of linear attention
+    while SDPA's single fused kernel suffers less, so both are reported.
+Times are the best of n repeats (least disturbed by other processes), medians are in the CSV.
 ``python -m stripes.bench.attention [--quick]`` writes outputs/bench/attention.{csv,md,png} and
 attention_chunks.csv.
 """

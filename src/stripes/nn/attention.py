@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention_chunks.csv,
-#: written by ``python -m stripes.bench.attention``): 64 is fastest or within noise of the fastest
-#: from T = 1024 to T = 8192 at H = 4, F = Dv = 128.
-DEFAULT_CHUNK_SIZE = 128
+#: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention.md, chunk
+#: table, written by ``python -m stripes.bench.attention``): with NoPE at H = 4, F = Dv = 128,
+#: C = 64 was fastest at T = 2048 and T = 8192 with 1 and with 2 threads (C = 32, 128, 256 and the
+#: Python loop over chunks were slower).
+DEFAULT_CHUNK_SIZE = 64
 
 
 def _check_shapes(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor) -> None:

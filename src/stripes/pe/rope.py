@@ -35,11 +35,23 @@ def rope_frequencies(num_heads: int, head_dim: int, pos_dim: int, per_head: bool
     return expand_to_positions(freqs.to(torch.float32), pos_dim)
 
 
+def unit_phasors(theta: torch.Tensor) -> torch.Tensor:
+    """e^{iθ} = cos θ + i sin θ as a complex tensor (one kernel for cos and sin)."""
+    return torch.polar(torch.ones_like(theta), theta)
+
+
+def as_pairs(x: torch.Tensor) -> torch.Tensor:
+    """View x (…, D) as D/2 complex numbers x_{2j} + i x_{2j+1} (float32/64; copies if needed)."""
+    x = x.to(compute_dtype(x))
+    return torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
+
+
 def rotate_pairs(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x_{2j}, x_{2j+1}) of x (…, D) by θ_j (…, D/2) (eq. 22); pairs stay adjacent."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    return torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
+    """Rotate each pair (x_{2j}, x_{2j+1}) of x (…, D) by θ_j (…, D/2) (eq. 22); pairs stay adjacent.
+
+    (x_{2j} + i x_{2j+1}) e^{iθ_j} = (x_{2j} cos θ_j − x_{2j+1} sin θ_j) + i (x_{2j+1} cos θ_j + x_{2j} sin θ_j).
+    """
+    return torch.view_as_real(as_pairs(x) * unit_phasors(theta)).flatten(-2)
 
 
 class RotaryPE(PositionalEncoding):
@@ -60,7 +72,15 @@ class RotaryPE(PositionalEncoding):
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         pos = self.check(x, pos)
         theta = self.angles(pos, self.frequencies)  # (B,T,H,D/2)
-        return rotate_pairs(x.to(compute_dtype(x)), theta).to(x.dtype)
+        return rotate_pairs(x, theta).to(x.dtype)
+
+    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
+        """Same transform on both sides, with the rotations e^{iθ} computed once."""
+        pos = self.check(q, pos)
+        self.check(k, pos)
+        rot = unit_phasors(self.angles(pos, self.frequencies))
+        rotate = lambda x: torch.view_as_real(as_pairs(x) * rot).flatten(-2).to(x.dtype)
+        return rotate(q), rotate(k)
 
 
 @register_pe("rope_a")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import PositionalEncoding, compute_dtype, register_pe
-from .rope import rope_frequencies
+from .base import PositionalEncoding, register_pe
+from .rope import as_pairs, rope_frequencies, unit_phasors
 
 
 class RoPEPool(PositionalEncoding):
@@ -30,12 +30,21 @@ class RoPEPool(PositionalEncoding):
             self.register_buffer("frequencies", freqs)
         self.out_dim = head_dim // 2
 
+    @staticmethod
+    def pool(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """Sum of the two rotated coordinates: Re + Im of (x_{2j} + i x_{2j+1}) e^{iθ_j}."""
+        return torch.view_as_real(as_pairs(x) * rot).sum(-1).to(x.dtype)
+
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         pos = self.check(x, pos)
-        theta = self.angles(pos, self.frequencies)  # (B,T,H,D/2)
-        xc = x.to(compute_dtype(x))
-        x1, x2 = xc[..., 0::2], xc[..., 1::2]
-        return ((x1 + x2) * torch.cos(theta) + (x1 - x2) * torch.sin(theta)).to(x.dtype)
+        return self.pool(x, unit_phasors(self.angles(pos, self.frequencies)))
+
+    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
+        """Same transform on both sides, with the rotations e^{iθ} computed once."""
+        pos = self.check(q, pos)
+        self.check(k, pos)
+        rot = unit_phasors(self.angles(pos, self.frequencies))
+        return self.pool(q, rot), self.pool(k, rot)
 
 
 @register_pe("ropepool")
