@@ -176,6 +176,8 @@ def train(cfg: DictConfig, run_dir: str | Path, reraise: bool = True) -> dict[st
     """
     run_dir = Path(run_dir)
     rank_zero = _is_rank_zero()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     info = read_run_info(run_dir)
     if info.get("status") == "finished":
         print(f"[stripes.train] {run_dir}: already finished, skipping")
@@ -211,8 +213,6 @@ def train(cfg: DictConfig, run_dir: str | Path, reraise: bool = True) -> dict[st
         loggers = build_loggers(cfg, run_dir, info)
         if rank_zero:
             write_run_info(run_dir, info)
-        if cfg.get("torch_threads"):
-            torch.set_num_threads(int(cfg.torch_threads))
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         from stripes.data.datamodule import build_datamodule
 
