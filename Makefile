@@ -49,7 +49,7 @@ plots: $(STAMP) ## Fig. 4 and per-context bar charts
 	$(PY) -m stripes.eval.plots $(ARGS)
 
 smoke: $(STAMP) ## the whole reproduce chain on the tiny smoke profile (minutes)
-	$(PY) -m stripes.reproduce profile=smoke "table1_overrides=[profile=smoke]" $(ARGS)
+	$(PY) -m stripes.reproduce profile=smoke 'table1_overrides=["profile=smoke"]' $(ARGS)
 
 reproduce: $(STAMP) ## regenerate Tables I-III, Figs. 3-4, samples and outputs/REPORT.md
 	$(PY) -m stripes.reproduce profile=$(PROFILE) $(ARGS)

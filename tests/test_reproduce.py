@@ -34,7 +34,7 @@ def test_report_embeds_what_exists_and_names_what_is_missing(tmp_path):
 def test_smoke_chain_end_to_end(fake_pop909_root, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "STRIPES_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "stripes.reproduce", "profile=smoke",
-               "table1_overrides=[profile=smoke]", f"data_root={fake_pop909_root}"]
+               'table1_overrides=["profile=smoke"]', f"data_root={fake_pop909_root}"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=3000)
     outputs = tmp_path / "outputs"
