@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stripes.report import write_report
@@ -88,10 +87,25 @@ def run_stage(stage: Stage, log_dir: Path, cwd: Path) -> None:
           flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="reproduce")
-def main(cfg: DictConfig) -> None:
-    cwd = Path(hydra.utils.get_original_cwd())
-    outputs = cwd / cfg.outputs
+CONFIG = Path(__file__).resolve().parents[2] / "conf" / "reproduce.yaml"
+
+
+def load_config(argv: list[str]) -> DictConfig:
+    """`conf/reproduce.yaml` with `key=value` arguments merged in (OmegaConf dotlist syntax).
+
+    Not a Hydra app on purpose: `profile` here is a plain string handed to every stage, while in
+    Hydra's search path `profile` is a config group."""
+    cfg = OmegaConf.load(CONFIG)
+    unknown = [a for a in argv if a.split("=", 1)[0] not in cfg]
+    if unknown:
+        raise SystemExit(f"unknown reproduce option(s) {unknown}; known: {sorted(cfg)}")
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    cwd = Path.cwd()
+    outputs = cwd / "outputs"  # every stage writes below ./outputs
     log_dir = outputs / "reproduce"
     log_dir.mkdir(parents=True, exist_ok=True)
     stages = build_stages(cfg)
