@@ -6,7 +6,8 @@ between methods: from q, k, v (B,T,H,D) and positions (TIME, P = 1), the PE tran
 fused CPU kernel; no PE). The q/k/v/out projections (identical for every method) are excluded.
 
 Measurements (one process, one run, so ratios compare like with like on a shared machine):
-  * time: best of ≥3 repeats (≥1 s in all) of forward + backward (gradients w.r.t. q, k, v and PE parameters);
+  * time: best of 5 rounds of forward + backward, methods interleaved round-robin
+    (gradients w.r.t. q, k, v and PE parameters);
   * peak memory: the process's resident-set high-water mark during one forward+backward minus the
     resident set just before it. Linux's VmHWM is reset through /proc/self/clear_refs before each
     measurement; glibc is told to serve allocations ≥128 KiB with mmap (mallopt M_MMAP_THRESHOLD) and
@@ -21,7 +22,8 @@ Measurements (one process, one run, so ratios compare like with like on a shared
   * every timing at torch's default thread count and again at 1 thread: on a CPU shared with other
     jobs, two OpenMP threads stall on each other for the many mid-sized ops of linear attention
     while SDPA's single fused kernel suffers less, so both are reported.
-Times are the best of n repeats (least disturbed by other processes), medians are in the CSV.
+Times are the best of 5 round-robin rounds over all methods (least disturbed by other
+processes); medians are in the CSV.
 ``python -m stripes.bench.attention [--quick]`` writes outputs/bench/attention.{csv,md,png} and
 attention_chunks.csv.
 """
@@ -183,16 +185,29 @@ def run_chunk_sweep(lengths, chunks, min_total_s, threads):
     return rows
 
 
-def _time_all(lengths, min_total, threads):
+def _time_all(lengths, rounds, threads):
+    """Round-robin timing: every method once per round, ``rounds`` rounds per length, best and
+    median over rounds. Interleaving spreads bursts of load from other processes over all methods
+    instead of penalising whichever happened to run during the burst."""
     rows = []
     for t in lengths:
+        steps = {}
         for method in METHODS + ["sdpa"]:
-            step, width = make_step(method, t)
-            best, median = time_call(step, min_total, 20)
+            steps[method] = make_step(method, t)
+            steps[method][0]()  # warm-up
+        times = {method: [] for method in steps}
+        for _ in range(rounds):
+            for method, (step, _) in steps.items():
+                t0 = time.perf_counter()
+                step()
+                times[method].append(time.perf_counter() - t0)
+        for method, (_, width) in steps.items():
+            best, median = min(times[method]), statistics.median(times[method])
             rows.append({"threads": threads, "method": method, "label": LABELS[method], "T": t,
                          "F": width, "time_ms": 1e3 * best, "time_ms_median": 1e3 * median})
             print(f"[bench.attention] threads={threads} T={t:5d} {LABELS[method]:15s} "
                   f"best {1e3 * best:9.2f} ms  median {1e3 * median:9.2f} ms", flush=True)
+        del steps
     return rows
 
 
@@ -223,7 +238,7 @@ def run(out_dir: str | Path = "outputs/bench", quick: bool = False,
                   f"load {os.getloadavg()}", flush=True)
             chunk_rows += run_chunk_sweep([1024] if quick else [2048, 8192],
                                           [64, 128] if quick else [32, 64, 128, 256], min_total, threads)
-            rows += _time_all(lengths, min_total, threads)
+            rows += _time_all(lengths, 2 if quick else 5, threads)
             rates[threads] = max(rate, matmul_gflops(1024 if quick else 2048))
         load_mid = os.getloadavg()
         torch.set_num_threads(default_threads)
@@ -337,7 +352,7 @@ def _write_markdown(frame, chunks, path: Path, machine, rates, loads, seconds) -
         "",
         "B = 1, H = 4, D = 128, TIME positions. Block = PE transform + φ (elu+1) + causal linear "
         "attention (hand-written chunked backward), or causal SDPA on q, k, v (no PE). Projections "
-        "excluded. Time = best of n (≥3 repeats, ≥1 s) in ms (medians in attention.csv); memory = RSS "
+        "excluded. Time = best of 5 rounds, methods interleaved round-robin (medians in attention.csv), ms; memory = RSS "
         "high-water mark above the pre-call RSS (MiB, default thread count). GFLOP/s counts the chunked "
         "algorithm as implemented (forward + backward), not the PE's elementwise work.",
     ]
