@@ -1,7 +1,7 @@
 """`python -m stripes.bench` (= `make bench`): the attention benchmark, then the training benchmark.
 
     python -m stripes.bench [--out outputs/bench] [--steps 3] [--only training|attention]
-                            [--shapes paper cpu]
+                            [--shapes paper cpu] [--threads N]
 
 Writes outputs/bench/attention.* (stripes.bench.attention, when present) and
 outputs/bench/training.{csv,md}.
@@ -22,7 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per setting")
     parser.add_argument("--only", choices=("attention", "training"), default=None)
     parser.add_argument("--shapes", nargs="+", default=list(training.SHAPES), choices=list(training.SHAPES))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 on a busy shared CPU)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.only in (None, "attention"):
         if importlib.util.find_spec("stripes.bench.attention") is None:
             print("[bench] stripes.bench.attention is not available; skipping the attention benchmark")
