@@ -200,6 +200,7 @@ def train(cfg: DictConfig, run_dir: str | Path, reraise: bool = True) -> dict[st
         started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
     )
     info.pop("error", None)
+    info.pop("traceback", None)
     loggers: list = []
     try:
         if rank_zero:
