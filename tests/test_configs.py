@@ -12,7 +12,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 PROFILES = ["smoke", "cpu", "paper"]
 EXPERIMENTS = {
     "table2": "rope_a,rope_b,rope_c",
-    "table3": "rope_c,fstripe1,ropepool",
+    "table3": "fstripe1,ropepool",
     "fstripe_table1": "nope,spe,fstripe",
     "fstripe1_unpooled": "fstripe1",
 }
