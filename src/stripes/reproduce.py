@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from stripes.machine import machine_description
 from stripes.report import write_report
 
 
@@ -130,25 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[reproduce] done in {total / 60:.1f} min; report: {report}")
     if any(s.status.startswith("failed") for s in stages):
         sys.exit(1)
-
-
-def machine_description() -> str:
-    """CPU model, core count, Python and torch versions, GPU if any."""
-    import os
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
 
 
 if __name__ == "__main__":

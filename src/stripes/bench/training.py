@@ -9,7 +9,6 @@ Inputs are random binary rolls with TIME positions. tokens/s = batch · T / medi
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from stripes.lit import masked_bce_with_logits
+from stripes.machine import machine_description
 from stripes.nn.transformer import HarmonizationTransformer
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -26,24 +26,6 @@ PES = ("nope", "rope_c", "fstripe1", "ropepool")
 ATTENTIONS = ("linear", "softmax")
 #: shape name -> (profile, sequence length in ticks or None = the profile's 16-bar window)
 SHAPES = {"paper": ("paper", 1024), "cpu": ("cpu", None)}
-
-
-def machine_description() -> str:
-    """CPU model (and GPU when used), cores and torch threads: the machine the numbers belong to."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
 
 
 def _config(profile: str, pe: str, attention: str):
