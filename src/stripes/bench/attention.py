@@ -288,7 +288,7 @@ def _plot(frame, path: Path, machine: dict) -> None:
             axes[col].plot(group["T"], group["time_ms"], **style)
             if col == 0:
                 axes[-1].plot(group["T"], group["peak_mem_mib"], **style)
-        axes[col].set_ylabel(f"forward+backward time, best of n (ms), {threads} thread(s)")
+        axes[col].set_ylabel(f"fwd+bwd time, best of 5 rounds (ms), {threads} thread(s)")
     axes[-1].set_ylabel("peak memory above baseline (MiB)")
     for ax in axes:
         ax.set_xscale("log", base=2)
@@ -375,7 +375,7 @@ def _write_markdown(frame, chunks, path: Path, machine, rates, loads, seconds) -
             if g.peak_mem_mib[t1]:
                 ratios.append(f"{LABELS[method]} {g.peak_mem_mib[t2] / g.peak_mem_mib[t1]:.2f}")
         lines += ["", f"Memory growth T={t1}→{t2} (2.00 = linear, 4.00 = quadratic): " + ", ".join(ratios) + "."]
-    lines += ["", "## Chunk size (NoPE, forward+backward, best of n, ms)", ""]
+    lines += ["", "## Chunk size (NoPE, forward+backward, best of ≥3 repeats, ms)", ""]
     sizes = sorted(chunks[chunks.form == "vectorised"].chunk.unique())
     lines += ["| threads | T | " + " | ".join(f"C={c}" for c in sizes) + " | Python loop over chunks, autograd (C=64) |",
               "|---|---|" + "---|" * (len(sizes) + 1)]
