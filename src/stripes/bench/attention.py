@@ -10,7 +10,7 @@ Measurements (one process, one run, so ratios compare like with like on a shared
     (gradients w.r.t. q, k, v and PE parameters);
   * peak memory: the process's resident-set high-water mark during one forward+backward minus the
     resident set just before it. Linux's VmHWM is reset through /proc/self/clear_refs before each
-    measurement; glibc is told to serve allocations ≥128 KiB with mmap (mallopt M_MMAP_THRESHOLD) and
+    measurement; during it glibc serves allocations ≥128 KiB with mmap (mallopt M_MMAP_THRESHOLD) and
     malloc_trim runs first, so freed tensors leave the resident set and cannot hide a later peak.
     Inputs are allocated before the baseline and not counted. Floor ≈ a few MiB of noise.
   * the float32 matmul rate (2048×2048 @ 2048×2048, best of 5) measured in the same run, and each
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from stripes.nn.attention import (
     DEFAULT_CHUNK_SIZE, causal_linear_attention_loop, chunked_attention_flops, linear_attention,
 )
+from stripes.machine import machine_info
 from stripes.pe import build_pe
 
 B, H, D = 1, 4, 128
@@ -60,17 +61,17 @@ _LIBC = None
 
 
 def _libc():
-    """glibc, switched to serving blocks >= 128 KiB with mmap (M_MMAP_THRESHOLD, fixed) so that
-    freed tensors leave the resident set. This slows allocation down, so the benchmark calls it
-    only in the memory pass, after all timings."""
+    """glibc through ctypes (None elsewhere)."""
     global _LIBC
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.mallopt(-3, 128 * 1024)
         except OSError:
             _LIBC = False
     return _LIBC
+
+
+M_MMAP_THRESHOLD = -3
 
 
 def _status_bytes(key: str) -> int | None:
@@ -85,19 +86,29 @@ def _status_bytes(key: str) -> int | None:
 
 
 def peak_memory_bytes(fn) -> int | None:
-    """Resident-set high-water mark of one call of ``fn`` above the resident set before it (Linux)."""
+    """Resident-set high-water mark of one call of ``fn`` above the resident set before it (Linux).
+
+    During the call glibc serves blocks ≥128 KiB with mmap, so freed tensors leave the resident set
+    and cannot hide a later peak; afterwards the threshold is set to 32 MiB (glibc's own upper
+    value) so that the rest of the process does not pay for mmap on every allocation.
+    """
     libc = _libc()
     gc.collect()
     if libc:
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         libc.malloc_trim(0)
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM to the current VmRSS
-    except OSError:
-        return None
-    base = _status_bytes("VmRSS")
-    fn()
-    hwm = _status_bytes("VmHWM")
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # resets VmHWM to the current VmRSS
+        except OSError:
+            return None
+        base = _status_bytes("VmRSS")
+        fn()
+        hwm = _status_bytes("VmHWM")
+    finally:
+        if libc:
+            libc.mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)
     return None if base is None or hwm is None else max(hwm - base, 0)
 
 
@@ -155,20 +166,6 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
     return step, pe.out_dim
 
 
-def machine_description() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "platform": platform.platform()}
-
-
 def run_chunk_sweep(lengths, chunks, min_total_s, threads):
     rows = []
     for t in lengths:
@@ -185,14 +182,14 @@ def run_chunk_sweep(lengths, chunks, min_total_s, threads):
     return rows
 
 
-def _time_all(lengths, rounds, threads):
+def _time_all(lengths, rounds, threads, methods):
     """Round-robin timing: every method once per round, ``rounds`` rounds per length, best and
     median over rounds. Interleaving spreads bursts of load from other processes over all methods
     instead of penalising whichever happened to run during the burst."""
     rows = []
     for t in lengths:
         steps = {}
-        for method in METHODS + ["sdpa"]:
+        for method in list(methods) + ["sdpa"]:
             steps[method] = make_step(method, t)
             steps[method][0]()  # warm-up
         times = {method: [] for method in steps}
@@ -212,21 +209,26 @@ def _time_all(lengths, rounds, threads):
 
 
 def run(out_dir: str | Path = "outputs/bench", quick: bool = False,
-        thread_counts: list[int] | None = None) -> Path:
+        thread_counts: list[int] | None = None, lengths: list[int] | None = None,
+        methods: list[str] | None = None, chunk_sweep: tuple | None = None) -> Path:
     """Run the benchmark and write attention.{csv,md,png} (+ attention_chunks.csv) under out_dir.
 
     ``thread_counts`` defaults to [torch's default, 1] (just the default if it is 1): on a CPU
     shared with other jobs, one thread can beat two for the many mid-sized ops of linear attention.
+    ``lengths``, ``methods`` and ``chunk_sweep`` = (lengths, chunk sizes) override the defaults
+    (used by the tests for a tiny run).
     """
     import pandas as pd
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lengths = QUICK_LENGTHS if quick else LENGTHS
+    lengths = lengths or (QUICK_LENGTHS if quick else LENGTHS)
+    methods = methods or METHODS
+    sweep = chunk_sweep or (([1024], [64, 128]) if quick else ([2048, 8192], [32, 64, 128, 256]))
     min_total = 0.3 if quick else 1.0
     default_threads = torch.get_num_threads()
     thread_counts = thread_counts or sorted({default_threads, 1}, reverse=True)
-    machine = machine_description()
+    machine = machine_info()
     load_start = os.getloadavg()
     started = time.time()
     rows, chunk_rows, rates = [], [], {}
@@ -236,15 +238,14 @@ def run(out_dir: str | Path = "outputs/bench", quick: bool = False,
             rate = matmul_gflops(1024 if quick else 2048)
             print(f"[bench.attention] {machine}; threads={threads}: matmul {rate:.1f} GFLOP/s; "
                   f"load {os.getloadavg()}", flush=True)
-            chunk_rows += run_chunk_sweep([1024] if quick else [2048, 8192],
-                                          [64, 128] if quick else [32, 64, 128, 256], min_total, threads)
-            rows += _time_all(lengths, 2 if quick else 5, threads)
+            chunk_rows += run_chunk_sweep(*sweep, min_total, threads)
+            rows += _time_all(lengths, 2 if quick else 5, threads, methods)
             rates[threads] = max(rate, matmul_gflops(1024 if quick else 2048))
         load_mid = os.getloadavg()
         torch.set_num_threads(default_threads)
         memory = {}
-        for t in lengths:  # pass 2: peak memory (allocator switched to mmap for big blocks)
-            for method in METHODS + ["sdpa"]:
+        for t in lengths:  # pass 2: peak memory (big blocks via mmap during each measurement)
+            for method in list(methods) + ["sdpa"]:
                 step, _ = make_step(method, t)
                 step()
                 mem = peak_memory_bytes(step)
