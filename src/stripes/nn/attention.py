@@ -105,8 +105,9 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``), as matmuls.
 
     Up to 64 chunks: one strictly triangular N×N matmul (2·N²·M FLOPs). Beyond: two levels with
-    s ≈ √N, triangular s×s matmuls inside blocks of s chunks plus the block totals scanned with a
-    triangular (N/s)×(N/s) matmul (≈ 2·(s+1)·N·M + 2·(N/s)²·M FLOPs). A few BLAS calls instead of
+    blocks of s ≈ √N chunks (a divisor of N when one is near √N, so nothing is padded): triangular
+    s×s matmuls inside blocks, plus the block totals scanned with a triangular (N/s)×(N/s) matmul
+    and added in place (≈ 2·(s+1)·N·M + 2·(N/s)²·M FLOPs). A few BLAS calls instead of
     torch.cumsum or N small additions (both measured slower on the 2-core box).
     """
     g, n, m = x.shape
@@ -114,22 +115,29 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     nb = -(-n // s)
     if nb * s != n:
         x = F.pad(x, (0, 0, 0, nb * s - n))
-    blocks = x.reshape(g, nb, s, m)
     ones_s = torch.ones(s, s, dtype=x.dtype, device=x.device)
-    tri_s = ones_s.triu(1) if reverse else ones_s.tril(-1)
-    within = torch.matmul(tri_s, blocks)
-    if nb == 1:
-        return within.reshape(g, s, m)[:, :n]
-    ones_b = torch.ones(nb, nb, dtype=x.dtype, device=x.device)
-    tri_b = ones_b.triu(1) if reverse else ones_b.tril(-1)
-    across = torch.matmul(tri_b, blocks.sum(dim=2))
-    return (within + across.unsqueeze(2)).reshape(g, nb * s, m)[:, :n]
+    tri_s = (ones_s.triu(1) if reverse else ones_s.tril(-1)).expand(g * nb, s, s)
+    blocks = x.reshape(g * nb, s, m)
+    within = torch.bmm(tri_s, blocks)
+    if nb > 1:
+        ones_b = torch.ones(nb, nb, dtype=x.dtype, device=x.device)
+        tri_b = (ones_b.triu(1) if reverse else ones_b.tril(-1)).expand(g, nb, nb)
+        across = torch.bmm(tri_b, blocks.reshape(g, nb, s, m).sum(dim=2))  # (G, nb, M)
+        within.view(g, nb, s, m).add_(across.unsqueeze(2))
+    within = within.view(g, nb * s, m)
+    return within if nb * s == n else within[:, :n]
 
 
 def _scan_block(n: int) -> int:
-    """Block length of the scan: one triangular N×N matmul up to N = 64 chunks (its 2·N²·M FLOPs
-    cost less than the extra elementwise passes of the two-level form there), else ⌈√N⌉."""
-    return n if n <= 64 else math.isqrt(n - 1) + 1
+    """Block length of the scan: N itself up to 64 chunks (one triangular matmul), else a divisor
+    of N in [√N, 2√N] if there is one (no padding), else ⌈√N⌉."""
+    if n <= 64:
+        return n
+    root = math.isqrt(n - 1) + 1
+    for s in range(root, 2 * root + 1):
+        if n % s == 0:
+            return s
+    return root
 
 
 def _scan_flops(n: int, m: int) -> int:
@@ -137,7 +145,7 @@ def _scan_flops(n: int, m: int) -> int:
     nb = -(-n // s)
     if nb == 1:
         return 2 * s * s * m
-    return 2 * s * nb * s * m + nb * s * m + 2 * nb * nb * m + nb * s * m
+    return 2 * s * nb * s * m + nb * s * m + 2 * nb * nb * m + nb * s * m  # within, sums, across, add
 
 
 class _CausalLinearAttention(torch.autograd.Function):
@@ -158,16 +166,18 @@ class _CausalLinearAttention(torch.autograd.Function):
         c = min(chunk, t)
         qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(v, c)
         n, f = qc.shape[1], qc.shape[-1]
-        states = _exclusive_scan((kc.transpose(-1, -2) @ vc).reshape(g, n, f * dv)).reshape(g * n, f, dv)
-        norms = _exclusive_scan(kc.sum(dim=2))  # (G, N, F)
-        scores = (qc @ kc.transpose(-1, -2)).tril_()  # (G, N, C, C)
         flat = lambda x: x.reshape(g * n, x.shape[-2], x.shape[-1])
-        num = torch.baddbmm(flat(scores) @ flat(vc), flat(qc), states)  # (G·N, C, Dv)
-        den = (flat(qc) @ norms.reshape(g * n, f, 1)).squeeze(-1) + scores.sum(-1).reshape(g * n, c) + eps
-        out = num / den.unsqueeze(-1)
-        ctx.save_for_backward(qc, kc, vc, out, den, scores, states, norms)
+        qf, kf, vf = flat(qc), flat(kc), flat(vc)
+        states = _exclusive_scan(torch.bmm(kf.transpose(1, 2), vf).view(g, n, f * dv))
+        states = states.reshape(g * n, f, dv)
+        norms = _exclusive_scan(kc.sum(dim=2))  # (G, N, F)
+        scores = torch.bmm(qf, kf.transpose(1, 2)).tril_()  # (G·N, C, C)
+        num = torch.bmm(scores, vf).baddbmm_(qf, states)  # (G·N, C, Dv); in place, no copy
+        den = torch.baddbmm(scores.sum(-1, keepdim=True), qf, norms.reshape(g * n, f, 1)).add_(eps)
+        out = num.div_(den)
+        ctx.save_for_backward(qc, kc, vc, out, den.squeeze(-1), scores.view(g, n, c, c), states, norms)
         ctx.length = t
-        return out.reshape(g, n * c, dv)[:, :t]
+        return out.view(g, n * c, dv)[:, :t]
 
     @staticmethod
     def backward(ctx, grad):
@@ -180,15 +190,15 @@ class _CausalLinearAttention(torch.autograd.Function):
         gc = flat(_to_chunks(grad.contiguous(), c))  # (G·N, C, Dv)
         g_num = gc / den.unsqueeze(-1)
         g_den = -(gc * out).sum(-1) / den  # (G·N, C)
-        mixed = torch.baddbmm(g_den.unsqueeze(-1), g_num, vf.transpose(-1, -2)).tril_()  # B
-        dq = torch.baddbmm(mixed @ kf, g_num, states.transpose(-1, -2))
+        mixed = torch.baddbmm(g_den.unsqueeze(-1), g_num, vf.transpose(1, 2)).tril_()  # B
+        dq = torch.bmm(mixed, kf).baddbmm_(g_num, states.transpose(1, 2))
         dq += g_den.unsqueeze(-1) * norms.reshape(g * n, 1, f)
-        rev = _exclusive_scan((qf.transpose(-1, -2) @ g_num).reshape(g, n, f * dv), reverse=True)
+        rev = _exclusive_scan(torch.bmm(qf.transpose(1, 2), g_num).view(g, n, f * dv), reverse=True)
         rev = rev.reshape(g * n, f, dv)
-        rev_norm = _exclusive_scan((qf * g_den.unsqueeze(-1)).sum(1).reshape(g, n, f), reverse=True)
-        dk = torch.baddbmm(mixed.transpose(-1, -2) @ qf, vf, rev.transpose(-1, -2))
+        rev_norm = _exclusive_scan((qf * g_den.unsqueeze(-1)).sum(1).view(g, n, f), reverse=True)
+        dk = torch.bmm(mixed.transpose(1, 2), qf).baddbmm_(vf, rev.transpose(1, 2))
         dk += rev_norm.reshape(g * n, 1, f)
-        d_v = torch.baddbmm(flat(scores).transpose(-1, -2) @ g_num, kf, rev)
+        d_v = torch.bmm(flat(scores).transpose(1, 2), g_num).baddbmm_(kf, rev)
         unchunk = lambda x: x.reshape(g, n * c, -1)[:, :t]
         return unchunk(dq), unchunk(dk), unchunk(d_v), None, None
 
