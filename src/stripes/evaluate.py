@@ -187,6 +187,8 @@ def evaluate_all(cfg: DictConfig) -> pd.DataFrame:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     os.chdir(hydra.utils.get_original_cwd())
+    if cfg.get("torch_threads"):  # the cpu profile sets 1: two threads thrash on a busy 2-core CPU
+        torch.set_num_threads(int(cfg.torch_threads))
     evaluate_all(cfg)
 
 
