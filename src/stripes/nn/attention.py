@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention.md, chunk
-#: table, written by ``python -m stripes.bench.attention``): with NoPE at H = 4, F = Dv = 128,
-#: C = 64 was fastest at T = 2048 and T = 8192 with 1 and with 2 threads (C = 32, 128, 256 and the
-#: Python loop over chunks were slower).
+#: table, written by ``python -m stripes.bench.attention``): with NoPE at H = 4, F = Dv = 128 and one
+#: thread, C = 64 was fastest at T = 2048 (61 ms vs 77/63/80 for C = 32/128/256) and T = 8192
+#: (282 ms vs 378/290/331); the Python loop over chunks with autograd took 102 and 1024 ms. With two
+#: threads on the shared CPU the sweep was dominated by contention (no consistent winner).
 DEFAULT_CHUNK_SIZE = 64
 
 
