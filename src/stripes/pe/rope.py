@@ -54,19 +54,25 @@ def rotate_pairs(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(as_pairs(x) * unit_phasors(theta)).flatten(-2)
 
 
+def attach_rope_frequencies(pe: PositionalEncoding, name: str, per_head: bool, learnable: bool,
+                            base: float) -> None:
+    """Give `pe` its (H, D/2, P) `.frequencies` (eq. 8 / decision 9.4): a Parameter when learnable."""
+    if pe.head_dim % 2:
+        raise ValueError(f"{name} needs an even head_dim, got {pe.head_dim}")
+    freqs = rope_frequencies(pe.num_heads, pe.head_dim, pe.pos_dim, per_head, base)
+    if learnable:
+        pe.frequencies = nn.Parameter(freqs)
+    else:
+        pe.register_buffer("frequencies", freqs)
+
+
 class RotaryPE(PositionalEncoding):
     """RoPE feature transform U(·) (eq. 21–22); frequencies fixed or learnable, shared or per head."""
 
     def __init__(self, num_heads: int, head_dim: int, pos_dim: int, per_head: bool = False,
                  learnable: bool = False, base: float = 10000.0):
         super().__init__(num_heads, head_dim, pos_dim)
-        if head_dim % 2:
-            raise ValueError(f"stripes/pe/rope.py: RoPE needs an even head_dim, got {head_dim}")
-        freqs = rope_frequencies(num_heads, head_dim, pos_dim, per_head, base)
-        if learnable:
-            self.frequencies = nn.Parameter(freqs)
-        else:
-            self.register_buffer("frequencies", freqs)
+        attach_rope_frequencies(self, "RoPE", per_head, learnable, base)
         self.out_dim = head_dim
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

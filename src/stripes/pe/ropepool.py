@@ -11,23 +11,16 @@ learnable by default (as RoPE(C), initialised as RoPE(B)); ``.frequencies`` has 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .base import PositionalEncoding, register_pe
-from .rope import as_pairs, rope_frequencies, unit_phasors
+from .rope import as_pairs, attach_rope_frequencies, unit_phasors
 
 
 class RoPEPool(PositionalEncoding):
     def __init__(self, num_heads: int, head_dim: int, pos_dim: int, learnable: bool = True,
                  per_head: bool = True, base: float = 10000.0):
         super().__init__(num_heads, head_dim, pos_dim)
-        if head_dim % 2:
-            raise ValueError(f"stripes/pe/ropepool.py: RoPEPool needs an even head_dim, got {head_dim}")
-        freqs = rope_frequencies(num_heads, head_dim, pos_dim, per_head, base)
-        if learnable:
-            self.frequencies = nn.Parameter(freqs)
-        else:
-            self.register_buffer("frequencies", freqs)
+        attach_rope_frequencies(self, "RoPEPool", per_head, learnable, base)
         self.out_dim = head_dim // 2
 
     @staticmethod
