@@ -16,13 +16,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 PES = ["nope", "spe", "fstripe", "fstripe1", "rope_a", "rope_b", "rope_c", "ropepool"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: one thread avoids OpenMP contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smoke_cfg(*overrides: str):

@@ -30,13 +30,7 @@ CONTEXTS = ["time", "rep", "key", "bin"]
 LEARNABLE = {"spe", "fstripe", "fstripe1", "rope_c", "ropepool"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: one thread avoids OpenMP contention (10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
