@@ -112,9 +112,7 @@ def main() -> None:
             folder = preprocess(cfg.data)
         t0 = time.perf_counter()
         rows = compute_table(folder, cfg.split, tuple(cfg.contexts))
-        out_dir = Path(cfg.output_dir)
-        if not out_dir.is_absolute():
-            out_dir = PROJECT_ROOT / out_dir
+        out_dir = Path(cfg.output_dir)  # relative to the working directory, like every stage's outputs
         reference = Path(cfg.reference)
         if not reference.is_absolute():
             reference = PROJECT_ROOT / reference
