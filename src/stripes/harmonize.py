@@ -35,7 +35,7 @@ import torch
 import stripes
 from stripes.data.chords import parse_key
 from stripes.data.contexts import positions_for
-from stripes.data.midi import to_grid
+from stripes.data.midi import ParsedMidi, first_note_tick, pianoroll, to_grid
 from stripes.eval.binarize import threshold_merge
 from stripes.eval.samples import roll_to_notes
 from stripes.harmony import estimate_chords, estimate_key, triad_vocabulary
@@ -84,29 +84,20 @@ def choose_tracks(midi, path: Path, melody_name: str | None, bridge_name: str | 
 
 
 def tracks_to_rolls(midi, instruments, ticks_per_quarter: int) -> tuple[list[np.ndarray], int]:
-    """Binary (T, 128) rolls of the instruments on the common grid, and the grid origin (MIDI ticks).
+    """Binary (T, 128) rolls of the instruments on the common grid, and the grid origin (grid ticks).
 
-    The grid starts at the earliest note of the given instruments (as in training)."""
-    spans = []
-    for inst in instruments:
-        on = np.array([midi.time_to_tick(n.start) for n in inst.notes], dtype=np.int64)
-        off = np.array([midi.time_to_tick(n.end) for n in inst.notes], dtype=np.int64)
-        spans.append((np.array([n.pitch for n in inst.notes]), on, off))
-    origin_midi = int(min(on.min() for _, on, _ in spans))
-    origin = int(to_grid(origin_midi, midi.resolution, ticks_per_quarter))
-    grid = []
-    for pitch, on, off in spans:
-        g_on = to_grid(on, midi.resolution, ticks_per_quarter) - origin
-        g_off = np.maximum(to_grid(off, midi.resolution, ticks_per_quarter) - origin, g_on + 1)
-        grid.append((pitch, g_on, g_off))
-    length = int(max(g_off.max() for _, _, g_off in grid))
-    rolls = []
-    for pitch, g_on, g_off in grid:
-        roll = np.zeros((length, 128), dtype=bool)
-        for p, a, b in zip(pitch.tolist(), g_on.tolist(), g_off.tolist()):
-            roll[a:b, p] = True
-        rolls.append(roll)
-    return rolls, origin
+    The notes go through the same `stripes.data.midi.pianoroll` as training data: the grid starts
+    at the earliest note of the given instruments, onsets and offsets rounded to it."""
+    notes = {
+        f"TRACK{i}": np.array([[n.pitch, midi.time_to_tick(n.start), midi.time_to_tick(n.end)]
+                               for n in inst.notes], dtype=np.int64)
+        for i, inst in enumerate(instruments)
+    }
+    names = tuple(notes)
+    parsed = ParsedMidi(midi.resolution, notes, np.zeros(1, np.int64), np.full(1, 500000, np.int64))
+    roll = pianoroll(parsed, names, ticks_per_quarter)
+    origin = int(to_grid(first_note_tick(parsed, names), midi.resolution, ticks_per_quarter))
+    return [roll[:, 128 * i:128 * (i + 1)] for i in range(len(names))], origin
 
 
 def chord_table(context: str, data_root: str | None) -> np.ndarray:

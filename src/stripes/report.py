@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# (heading, path relative to outputs/, what it is): embedded when it is Markdown, linked otherwise.
+# (heading, Markdown file relative to outputs/): embedded when present, named as missing otherwise.
 SECTIONS = [
     ("Table I: mutual information between pitch and context", "tables/table_I.md"),
     ("Table II: RoPE variants per context", "tables/table_II.md"),
@@ -20,8 +20,6 @@ SECTIONS = [
     ("Training throughput benchmark", "bench/training.md"),
 ]
 
-FIGURE_GLOBS = ["figures/*.png", "figures/**/*.png"]
-SAMPLE_GLOBS = ["samples/**/*.mid"]
 
 
 def _stage_table(record: dict) -> list[str]:
@@ -56,10 +54,10 @@ def write_report(outputs: Path, record: dict) -> Path:
             lines += [f"Source: [{rel}]({rel})", "", path.read_text().strip(), ""]
         else:
             lines += [f"_Not produced in this run ({rel} is missing; see the stage logs)._", ""]
-    figures = sorted({p for g in FIGURE_GLOBS for p in outputs.glob(g)})
+    figures = sorted(outputs.glob("figures/**/*.png"))
     lines += ["## Figures", ""]
     lines += [f"![{p.stem}]({p.relative_to(outputs)})" for p in figures] or ["_None._"]
-    samples = sorted({p for g in SAMPLE_GLOBS for p in outputs.glob(g)})
+    samples = sorted(outputs.glob("samples/**/*.mid"))
     lines += ["", "## MIDI samples", ""]
     lines += [f"- [{p.relative_to(outputs)}]({p.relative_to(outputs)})" for p in samples] or ["_None._"]
     report = outputs / "REPORT.md"

@@ -20,7 +20,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -39,7 +39,6 @@ class Stage:
     status: str = "pending"
     seconds: float = 0.0
     log: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def build_stages(cfg: DictConfig) -> list[Stage]:
