@@ -161,3 +161,63 @@ def parse_chord_line(line: str) -> tuple[int, int]:
     chroma = np.zeros(12, np.uint8)
     chroma[tones] = 1
     return int(chord_code(root, chroma)), duration
+
+
+# POP909 / Harte (2005) chord-quality shorthands, as intervals above the root
+QUALITIES = {
+    "maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8),
+    "sus2": (0, 2, 7), "sus4": (0, 5, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
+    "min7": (0, 3, 7, 10), "minmaj7": (0, 3, 7, 11), "dim7": (0, 3, 6, 9), "hdim7": (0, 3, 6, 10),
+    "maj6": (0, 4, 7, 9), "min6": (0, 3, 7, 9), "sus4(b7)": (0, 5, 7, 10), "9": (0, 2, 4, 7, 10),
+    "maj9": (0, 2, 4, 7, 11), "min9": (0, 2, 3, 7, 10),
+}
+_QUALITY_OF = {shape: name for name, shape in QUALITIES.items()}
+DEGREES = ["1", "b2", "2", "b3", "3", "4", "b5", "5", "b6", "6", "b7", "7"]  # Harte interval names
+_DEGREE_BASE = {1: 0, 2: 2, 3: 4, 4: 5, 5: 7, 6: 9, 7: 11, 9: 2, 11: 5, 13: 9}
+
+
+def chord_name(root: int, chroma) -> str:
+    """(root pitch class, -1 = no chord; (12,) chroma) -> POP909/Harte name, e.g. 'A:min7', 'N'.
+
+    A shape without a shorthand is written as Harte's interval list, e.g. ``C:(1,3,5,6,b7)``,
+    or ``C:(2,5,b7)`` for a table row whose root is only the bass. Inverse of `parse_chord_name` (up to inversions, which chroma lacks)."""
+    if root < 0 or not np.asarray(chroma).any():
+        return "N"
+    shape = tuple(sorted({(int(pc) - root) % 12 for pc in np.nonzero(np.asarray(chroma))[0]}))
+    name = NOTE_NAMES[root % 12]
+    if shape in _QUALITY_OF:
+        return f"{name}:{_QUALITY_OF[shape]}"
+    return f"{name}:({','.join(DEGREES[i] for i in shape)})"
+
+
+def _degree(text: str) -> int:
+    digits = text.lstrip("#b")
+    if not digits.isdigit() or int(digits) not in _DEGREE_BASE:
+        raise ChordParseError(f"not an interval: {text!r}")
+    return (_DEGREE_BASE[int(digits)] + text.count("#") - text.count("b")) % 12
+
+
+def parse_chord_name(text: str) -> tuple[int, np.ndarray]:
+    """POP909/Harte chord name -> (root pitch class or -1 for 'N', (12,) uint8 chroma).
+
+    Accepts 'C', 'C:maj', 'A:min7', 'Bb:sus4(b7)', 'F#:(1,b3,5)', 'G:7/b7' (the bass after '/'
+    is added to the chroma), 'N'. Raises ChordParseError naming the text."""
+    text = text.strip()
+    if text in ("N", "X"):
+        return -1, np.zeros(12, np.uint8)
+    head, _, bass = text.partition("/")
+    note, _, quality = head.partition(":")
+    root = pitch_class(note)
+    quality = quality or "maj"
+    if quality in QUALITIES:
+        shape = list(QUALITIES[quality])
+    elif quality.startswith("(") and quality.endswith(")"):
+        shape = [_degree(d.strip()) for d in quality[1:-1].split(",") if d.strip()]
+    else:
+        raise ChordParseError(f"unknown chord quality {quality!r} in {text!r} "
+                              f"(known: {', '.join(QUALITIES)} or an interval list like (1,3,5))")
+    if bass:
+        shape.append(_degree(bass))
+    chroma = np.zeros(12, np.uint8)
+    chroma[[(root + i) % 12 for i in shape]] = 1
+    return root, chroma
