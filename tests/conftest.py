@@ -31,3 +31,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def harmonize_run(fake_pop909_root, tmp_path_factory) -> Path:
+    """One tiny RoPEPool/BIN run of the smoke profile on the fake data root (harmonize tests)."""
+    import subprocess
+    import sys
+
+    project = Path(__file__).resolve().parents[1]
+    root = tmp_path_factory.mktemp("harmonize_run")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "stripes.train", "profile=smoke", "pe=ropepool", "context=bin",
+               f"data.root={fake_pop909_root}", f"runs_root={root / 'runs'}",
+               f"data.cache_dir={root / 'cache'}", "logger=csv", "experiment_name=harmonize"]
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = [p.parent for p in (root / "runs").rglob("run_info.json")]
+    return run

@@ -1,10 +1,7 @@
 """Harmonize a user's melody with a smoke-trained run: output MIDI, timing, and every bad input."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +15,8 @@ EXAMPLE = PROJECT / "examples" / "melody.mid"
 
 
 @pytest.fixture(scope="module")
-def run_dir(fake_pop909_root, tmp_path_factory):
-    """One tiny RoPEPool/BIN run of the smoke profile on the fake data root."""
-    root = tmp_path_factory.mktemp("harmonize_run")
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    command = [sys.executable, "-m", "stripes.train", "profile=smoke", "pe=ropepool", "context=bin",
-               f"data.root={fake_pop909_root}", f"runs_root={root / 'runs'}",
-               f"data.cache_dir={root / 'cache'}", "logger=csv", "experiment_name=harmonize"]
-    done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = [p.parent for p in (root / "runs").rglob("run_info.json")]
-    return run
+def run_dir(harmonize_run):
+    return harmonize_run
 
 
 def notes_of(instrument):
@@ -85,8 +73,8 @@ def write(path, instruments):
 
 @pytest.mark.parametrize("case, message", [
     ("empty", "has no notes"),
-    ("drums", "only drum tracks"),
-    ("garbage", "cannot read this MIDI file"),
+    ("drums", "only drum parts"),
+    ("garbage", "ends early"),
     ("missing", "no such file"),
 ])
 def test_bad_melody_files(run_dir, tmp_path, case, message):
@@ -101,6 +89,17 @@ def test_bad_melody_files(run_dir, tmp_path, case, message):
         path.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00")  # truncated header
     with pytest.raises(HarmonizeError, match=message):
         harmonize(path, run_dir, tmp_path / "out.mid")
+    assert main([str(path), "--checkpoint", str(run_dir), "--out", str(tmp_path / "out.mid")]) == 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))]  # nothing written
+
+
+def test_a_drum_part_named_on_purpose_is_harmonized(run_dir, fake_pop909_root, tmp_path):
+    drums = pretty_midi.Instrument(program=0, is_drum=True, name="Perc")
+    drums.notes += [pretty_midi.Note(100, 60 + i % 3, i * 0.5, i * 0.5 + 0.4) for i in range(8)]
+    path = write(tmp_path / "drums.mid", [drums])
+    summary = harmonize(path, run_dir, tmp_path / "out.mid", melody_track="perc",
+                        data_root=str(fake_pop909_root), say=lambda line: None)
+    assert summary["melody"] == "Perc" and Path(summary["csv"]).exists()
 
 
 def test_checkpoint_from_another_version_or_context(run_dir, tmp_path):
