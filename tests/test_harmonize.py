@@ -128,3 +128,76 @@ def test_chord_table_needs_chord_db_for_rep_and_key(tmp_path):
     assert np.array_equal(triads[1, 1:], [1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0])  # C major
     with pytest.raises(HarmonizeError, match="chord_db.npz"):
         chord_table("key", str(tmp_path / "nowhere"))
+
+
+def melody_file(path, meter=(4, 4), bars=4, pitches=(72, 76, 79, 77, 74, 71)):
+    """A one-track melody (mido) in `meter`, quarter notes (eighths in x/8) at 480 ticks per quarter."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mid.add_track("Tune")
+    track.append(mido.MetaMessage("time_signature", numerator=meter[0], denominator=meter[1]))
+    step = 480 * 4 // meter[1]
+    for i in range(bars * meter[0]):
+        track.append(mido.Message("note_on", note=pitches[i % len(pitches)], velocity=90))
+        track.append(mido.Message("note_off", note=pitches[i % len(pitches)], time=step))
+    mid.save(path)
+    return path
+
+
+def test_six_eight_changes_on_dotted_beats_and_says_so(run_dir, tmp_path):
+    lines = []
+    path = melody_file(tmp_path / "jig.mid", meter=(6, 8), bars=4)
+    summary = harmonize(path, run_dir, tmp_path / "jig_out.mid", say=lines.append)
+    beats = {row["beat"] for row in summary["chords"]}
+    assert beats <= {1.0, 4.0} and any("6/8" in line and "4/4" in line for line in lines)
+
+
+def test_given_chords_replace_the_estimate(run_dir, tmp_path):
+    path = melody_file(tmp_path / "tune.mid", bars=4)
+    per_bar = tmp_path / "chords.txt"
+    per_bar.write_text("# one chord per bar\nF:maj\nD:min7\n\nG:7\nC:maj\n")
+    summary = harmonize(path, run_dir, tmp_path / "a.mid", chords_path=per_bar, say=lambda line: None)
+    assert [(r["bar"], r["beat"], r["chord"]) for r in summary["chords"]] == [
+        (1, 1, "F:maj"), (2, 1, "D:min7"), (3, 1, "G:7"), (4, 1, "C:maj")]
+    positioned = tmp_path / "positions.txt"
+    positioned.write_text("2:3 A:min\n1 C\n")
+    summary = harmonize(path, run_dir, tmp_path / "b.mid", chords_path=positioned, say=lambda line: None)
+    assert [(r["bar"], r["beat"], r["chord"]) for r in summary["chords"]] == [
+        (1, 1, "C:maj"), (2, 3, "A:min")]
+    assert summary["chords"][1]["start_seconds"] == pytest.approx(3.0)  # 120 bpm: bar 2 beat 3
+
+
+def test_given_chords_feed_the_structure_context(run_dir, tmp_path, monkeypatch):
+    import stripes.harmonize.cli as cli
+
+    seen = []
+    original = cli.positions_for
+    monkeypatch.setattr(cli, "positions_for", lambda *a: seen.append(a) or original(*a))
+    path = melody_file(tmp_path / "tune.mid", bars=2)
+    chords = tmp_path / "chords.txt"
+    chords.write_text("Eb:maj\nEb:maj\n")
+    harmonize(path, run_dir, tmp_path / "c.mid", chords_path=chords, say=lambda line: None)
+    (context, root, chroma, *_), = seen
+    assert context == "bin" and (root == 3).all()
+    assert (chroma == np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1, 0])).all()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("C:maj\n1:1 G:maj\n", "mixes"), ("H:maj\n", "not a note name"), ("C:weird\n", "unknown chord quality"),
+    ("9:1 C\n", "bar 9 is outside"), ("1:5 C\n", "beat 5 is outside bar 1"), ("\n# nothing\n", "no chords"),
+])
+def test_bad_chord_files(run_dir, tmp_path, text, message):
+    path = melody_file(tmp_path / "tune.mid", bars=4)
+    chords = tmp_path / "chords.txt"
+    chords.write_text(text)
+    with pytest.raises(HarmonizeError, match=f"chords.txt.*{message}"):
+        harmonize(path, run_dir, tmp_path / "out.mid", chords_path=chords, say=lambda line: None)
+    assert not (tmp_path / "out.mid").exists()
+
+
+def test_long_piece_gets_several_pages(run_dir, tmp_path):
+    path = melody_file(tmp_path / "long.mid", bars=90)
+    summary = harmonize(path, run_dir, tmp_path / "long_out.mid", say=lambda line: None)
+    assert [Path(p).name for p in summary["pngs"]] == ["long_out.png", "long_out-p2.png"]
+    assert all(Path(p).exists() for p in summary["pngs"])

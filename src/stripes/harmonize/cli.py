@@ -218,7 +218,7 @@ def harmonize(input_path: Path, run_dir: Path, out_path: Path, context: str | No
     visible = [(grid_of(s), i + 1) for i, s in enumerate(bars.start.tolist()) if s >= origin]
     pages = plot_pages(melody_roll | bridge_roll, piano, tpq, [t for t, _ in visible],
                        [n for _, n in visible], [(grid_of(t), n) for t, n in in_piece],
-                       f"{input_path.name} · {run_dir.name} · key {key_text}")
+                       f"{input_path.name} · {run_dir.name} · key {key_text} · melody red, piano blue")
     png_path = Path(png_path) if png_path else out_path.with_suffix(".png")
     csv_path = out_path.with_name(f"{out_path.stem}.chords.csv")
     pngs = page_paths(png_path, len(pages))
