@@ -9,7 +9,7 @@ A song becomes (at ``ticks_per_quarter`` k):
   map); ticks before the first segment take the first key, gaps keep the previous one.
 
 Any problem raises `SongError` naming the song, the file and the reason; the caller skips the song.
-Helpers for harmonize: `stripes.data.midi.midi_to_pianoroll` (a MIDI → binary roll at k).
+Helper: `stripes.data.midi.midi_to_pianoroll` (a MIDI file → binary roll at k ticks per quarter).
 """
 
 from __future__ import annotations
