@@ -23,7 +23,6 @@ roll that starts at the earliest note of the tracks [S §IV-A] or at a given ori
 
 from __future__ import annotations
 
-import io
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -276,13 +275,19 @@ def read_midi(path: str | Path) -> ParsedMidi:
             arr = rows[:, 1:4]
             merged = np.concatenate([notes[key], arr]) if key in notes else arr
             notes[key] = merged[np.lexsort((merged[:, 0], merged[:, 1]))]
+    return timing_of(mid, notes)
+
+
+def timing_of(mid: mido.MidiFile, notes: dict[str, np.ndarray] | None = None) -> ParsedMidi:
+    """A ParsedMidi with the file's tempo map and time signatures (from any track; a later event
+    at the same tick wins; defaults 120 bpm and 4/4 at tick 0) and the given notes (default none)."""
     tempo = {tick: msg.tempo for tick, msg in meta_events(mid, "set_tempo")}
     tempo.setdefault(0, DEFAULT_TEMPO_US)
     meter = {tick: (msg.numerator, msg.denominator) for tick, msg in meta_events(mid, "time_signature")}
     meter.setdefault(0, DEFAULT_TIME_SIGNATURE[1:])
     ticks = np.array(sorted(tempo), dtype=np.int64)
     signatures = np.array([(t, *meter[t]) for t in sorted(meter)], dtype=np.int64)
-    return ParsedMidi(mid.ticks_per_beat, notes, ticks,
+    return ParsedMidi(mid.ticks_per_beat, notes or {}, ticks,
                       np.array([tempo[t] for t in ticks], np.int64), signatures)
 
 

@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 import stripes
-from stripes.data.chords import key_name, parse_key, ChordParseError
+from stripes.data.chords import ChordParseError, key_name, parse_key
 from stripes.data.contexts import positions_for
 from stripes.data.meter import bars_of
-from stripes.data.midi import MidiReadError, ParsedMidi, load_midi_file, meta_events, pianoroll, to_grid
+from stripes.data.midi import MidiReadError, ParsedMidi, load_midi_file, pianoroll, timing_of, to_grid
 from stripes.eval.binarize import threshold_merge
 from stripes.eval.samples import roll_to_notes
 from stripes.harmonize.output import build_midi, chords_csv, midi_bytes, page_paths, plot_pages, write_all
@@ -91,21 +91,15 @@ def check_run(run_dir: Path, context: str | None) -> None:
 
 
 def read_input(path: Path):
-    """(mido.MidiFile, ParsedMidi-like tempo/meter, warnings) or HarmonizeError."""
+    """(mido.MidiFile, its tempo map and meter as a note-less ParsedMidi, warning lines), or
+    HarmonizeError naming the file."""
     try:
         mid, problems = load_midi_file(path)
     except MidiReadError as err:
         raise HarmonizeError(str(err)) from None
     if mid.type == 2:
         raise HarmonizeError(f"{path}: MIDI type 2 (asynchronous tracks) is not supported")
-    tempo = {t: m.tempo for t, m in meta_events(mid, "set_tempo")}
-    tempo.setdefault(0, 500000)
-    meter = {t: (m.numerator, m.denominator) for t, m in meta_events(mid, "time_signature")}
-    meter.setdefault(0, (4, 4))
-    ticks = np.array(sorted(tempo), np.int64)
-    timing = ParsedMidi(mid.ticks_per_beat, {}, ticks, np.array([tempo[t] for t in ticks], np.int64),
-                        np.array([(t, *meter[t]) for t in sorted(meter)], np.int64))
-    return mid, timing, [f"warning: {p}" for p in problems]
+    return mid, timing_of(mid), [f"warning: {p}" for p in problems]
 
 
 def chord_spans(ticks: list[int], names: list[str], origin: int, end: int) -> list[tuple[int, str]]:
