@@ -73,8 +73,8 @@ def test_max_songs_shares_splits():
 
 
 BAD = {
-    1: ("corrupt_midi", "POP909/001/001.mid", "cannot parse MIDI"),
-    2: ("truncated_midi", "POP909/002/002.mid", "cannot parse MIDI"),
+    1: ("corrupt_midi", "POP909/001/001.mid", "not a MIDI file"),
+    2: ("truncated_midi", "POP909/002/002.mid", "ends early"),
     3: ("missing_chord", "finalized_chord.txt", "file missing"),
     4: ("missing_melody", "melody.txt", "file missing"),
     5: ("missing_key", "key_audio.txt", "file missing"),
