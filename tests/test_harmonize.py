@@ -201,3 +201,13 @@ def test_long_piece_gets_several_pages(run_dir, tmp_path):
     summary = harmonize(path, run_dir, tmp_path / "long_out.mid", say=lambda line: None)
     assert [Path(p).name for p in summary["pngs"]] == ["long_out.png", "long_out-p2.png"]
     assert all(Path(p).exists() for p in summary["pngs"])
+
+
+def test_polyphonic_melody_is_warned_about(run_dir, tmp_path):
+    hands = pretty_midi.Instrument(program=0, name="Piano")
+    for i in range(16):  # right hand thirds over a left-hand bass: two-hand piano
+        hands.notes += [pretty_midi.Note(90, p, i * 0.5, i * 0.5 + 0.45) for p in (72 + i % 3, 76 + i % 3, 48)]
+    path = write(tmp_path / "hands.mid", [hands])
+    lines = []
+    harmonize(path, run_dir, tmp_path / "out.mid", say=lines.append)
+    assert any(line.startswith("warning: the melody part 'Piano' is polyphonic (100%") for line in lines)

@@ -121,6 +121,12 @@ def test_c09_type0_melody_channel_is_found_and_named(run, tmp_path):
     assert_diatonic(chords)
 
 
+def test_c09_another_channel_can_be_named(run, tmp_path):
+    summary, chords, text, out = run_case(run, tmp_path, "c09_type0_multichannel", melody_track="song ch3")
+    assert summary["melody"] == "Song ch3" and "named by --melody-track" in text
+    assert_melody_kept(CASES / "c09_type0_multichannel.mid", out, channel=2)
+
+
 def test_c13_huge_resolution(run, tmp_path):
     summary, chords, text, out = run_case(run, tmp_path, "c13_ppq32767_80bars")
     result = mido.MidiFile(str(out))
