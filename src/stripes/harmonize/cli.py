@@ -112,6 +112,29 @@ def chord_spans(ticks: list[int], names: list[str], origin: int, end: int) -> li
     return sorted(spans.items())
 
 
+def chord_rows(spans: list[tuple[int, str]], end: int, bars, timing: ParsedMidi, key_text: str) -> list[dict]:
+    """The CSV rows of `chord_spans` (start_seconds, end_seconds, bar, beat, chord, key)."""
+    rows = []
+    for i, (tick, name) in enumerate(spans):
+        stop = spans[i + 1][0] if i + 1 < len(spans) else end
+        bar, beat = bars.locate(tick)
+        rows.append({"start_seconds": float(timing.ticks_to_seconds(tick)),
+                     "end_seconds": float(timing.ticks_to_seconds(stop)),
+                     "bar": int(bar), "beat": float(beat), "chord": name, "key": key_text})
+    return rows
+
+
+def predict_piano(model, melody: np.ndarray, bridge: np.ndarray, positions: np.ndarray, tpq: int,
+                  threshold: float) -> np.ndarray:
+    """Binary (T, 128) piano roll: the model on the (T, 128) melody and bridge rolls with the
+    context's (T, P) positions; sigmoid, threshold, gaps up to a sixteenth note merged."""
+    inputs = torch.from_numpy(np.concatenate([melody, bridge], axis=1)).float()[None]
+    with torch.no_grad():
+        logits = model(inputs, torch.from_numpy(np.asarray(positions, dtype=np.float32))[None])
+    probs = torch.sigmoid(logits[0, :, 256:384].float()).numpy()
+    return threshold_merge(probs, max_gap=max(tpq // 4, 1), thr=threshold)
+
+
 def meter_note(bars) -> str | None:
     """A line for stdout when the piece is not entirely in 4/4."""
     runs = bars.meters()
@@ -191,22 +214,12 @@ def harmonize(input_path: Path, run_dir: Path, out_path: Path, context: str | No
     root, chroma = changes.per_tick(midi_ticks(np.arange(len(melody_roll))))
     positions = positions_for(context, root, chroma, tonic, mode, table)
 
-    inputs = torch.from_numpy(np.concatenate([melody_roll, bridge_roll], axis=1)).float()[None]
-    with torch.no_grad():
-        logits = model(inputs, torch.from_numpy(np.asarray(positions, dtype=np.float32))[None])
-    probs = torch.sigmoid(logits[0, :, 256:384].float()).numpy()
-    piano = threshold_merge(probs, max_gap=max(tpq // 4, 1), thr=threshold)
+    piano = predict_piano(model, melody_roll, bridge_roll, positions, tpq, threshold)
     piano_notes = [(p, int(midi_ticks(a)), int(midi_ticks(b))) for p, a, b in roll_to_notes(piano)]
 
     in_piece = chord_spans(changes.tick.tolist(), changes.names(), origin, end)
     key_text = key_name(tonic, mode)
-    rows = []
-    for i, (tick, name) in enumerate(in_piece):
-        stop = in_piece[i + 1][0] if i + 1 < len(in_piece) else end
-        bar, beat = bars.locate(tick)
-        rows.append({"start_seconds": float(timing.ticks_to_seconds(tick)),
-                     "end_seconds": float(timing.ticks_to_seconds(stop)),
-                     "bar": int(bar), "beat": float(beat), "chord": name, "key": key_text})
+    rows = chord_rows(in_piece, end, bars, timing, key_text)
     midi = build_midi(mid, chosen, piano_notes, [(t, n) for t, n in in_piece])
     grid_of = lambda t: int(to_grid(t, timing.resolution, tpq)) - g0  # noqa: E731
     visible = [(grid_of(s), i + 1) for i, s in enumerate(bars.start.tolist()) if s >= origin]
