@@ -8,7 +8,11 @@ Per-window values go to ``<run_dir>/eval/windows.csv`` and the first test window
 piano probabilities) to ``<run_dir>/eval/samples.npz`` for :mod:`stripes.eval.samples`.
 
 Runs already in the store are skipped unless ``force=true`` or their checkpoint is newer than their
-rows. ``profile=...`` is accepted like in every stage but each run is evaluated with its own saved
+rows. A run that cannot be evaluated (unreadable run_info.json, truncated checkpoint, NaN/inf
+weights of a diverged run, a checkpoint saved with another config than config.yaml) is one failed
+run: the others are evaluated, its old rows are dropped, and the job exits non-zero naming it.
+Rows of runs whose directory or checkpoint is gone are dropped too (issue 14, item 4). Writes to
+the store hold its lock, so several evaluations may share one results folder. ``profile=...`` is accepted like in every stage but each run is evaluated with its own saved
 data config; only ``data.root`` (when given) replaces the saved root.
 
 Examples::
@@ -33,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from stripes.eval import results as store_lib
 from stripes.eval.predict import predict_and_score, summarize_windows
 from stripes.eval.wandb_log import log_run_metrics
-from stripes.runs import checkpoint_path, find_runs, load_run
+from stripes.runs import CONFIG, checkpoint_path, find_runs, load_run
 
 EVAL_DIR = "eval"
 
@@ -87,6 +91,15 @@ def needs_evaluation(run_dir: Path, store: pd.DataFrame, checkpoint: str, force:
         modified = pd.Timestamp(ckpt.stat().st_mtime, unit="s", tz="UTC")
         return modified > evaluated
     return False
+
+
+def vanished_runs(store: pd.DataFrame) -> list[str]:
+    """Store ``run_dir`` values whose run directory (its config.yaml) or scored checkpoint is gone."""
+    gone = []
+    for (run_dir, checkpoint), _ in store.groupby(["run_dir", "checkpoint"]):
+        if not (Path(run_dir) / CONFIG).exists() or not checkpoint_path(run_dir, checkpoint).exists():
+            gone.append(str(run_dir))
+    return sorted(set(gone))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -151,16 +164,20 @@ def evaluate_run(run_dir: str | Path, cfg: DictConfig, model=None, run_cfg=None,
 
 def evaluate_all(cfg: DictConfig) -> pd.DataFrame:
     """Evaluate the selected runs and update the store; returns the store."""
+    unreadable: list = []  # (run_dir, message) of run_info.json files that cannot be read
     if cfg.run_dir:
         run_dirs = [Path(cfg.run_dir)]
         if not run_dirs[0].exists():
             raise FileNotFoundError(f"run_dir={cfg.run_dir}: no such run directory")
     else:
-        run_dirs = find_runs(cfg.runs_root)
+        run_dirs = find_runs(cfg.runs_root, errors=unreadable)
         if not run_dirs:
             print(f"[evaluate] no finished run under {cfg.runs_root}", flush=True)
     store = store_lib.load_store(cfg.results_dir)
-    done, failed = 0, []
+    failed: list = [(run_dir, ValueError(message)) for run_dir, message in unreadable]
+    for run_dir, message in unreadable:
+        print(f"[evaluate] FAILED {run_dir}: {message}", flush=True)
+    done = 0
     for run_dir in run_dirs:
         if not needs_evaluation(run_dir, store, cfg.checkpoint, bool(cfg.force)):
             print(f"[evaluate] skip {run_dir} (already in the store; force=true re-evaluates)")
@@ -176,6 +193,12 @@ def evaluate_all(cfg: DictConfig) -> pd.DataFrame:
         store = store_lib.update_store(cfg.results_dir, rows)
         log_run_metrics(run_dir, rows, cfg.wandb)
         done += 1
+    untrusted = [run_key(r) for r, _ in failed] + vanished_runs(store_lib.load_store(cfg.results_dir))
+    dropped = store_lib.drop_runs(cfg.results_dir, untrusted)
+    if dropped:
+        print(f"[evaluate] dropped the rows of {len(dropped)} run(s) that are gone or failed: "
+              + ", ".join(dropped), flush=True)
+    store = store_lib.load_store(cfg.results_dir)
     print(f"[evaluate] evaluated {done} run(s), {len(failed)} failed; store: "
           f"{store_lib.store_paths(cfg.results_dir)[0]} ({len(store)} rows)", flush=True)
     if failed:

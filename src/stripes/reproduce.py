@@ -82,8 +82,18 @@ def run_stage(stage: Stage, log_dir: Path, cwd: Path) -> None:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     stage.seconds = time.perf_counter() - start
     stage.status = "ok" if code == 0 else f"failed (exit {code})"
+    sweep = sweep_summary_line(log_path)  # a training sweep's "[sweep] k of n jobs failed (...)"
+    if sweep:
+        stage.status += ": " + sweep.removeprefix("[sweep] ")
     print(f"[reproduce] {stage.name}: {stage.status} in {stage.seconds:.0f} s (log: {log_path})",
           flush=True)
+
+
+def sweep_summary_line(log_path: Path) -> str | None:
+    """The last summary line that `stripes.sweep.SweepSummary` printed into a stage's log."""
+    lines = [ln.strip() for ln in Path(log_path).read_text(errors="replace").splitlines()
+             if ln.startswith("[sweep] ") and " jobs failed" in ln]
+    return lines[-1] if lines else None
 
 
 CONFIG = Path(__file__).resolve().parents[2] / "conf" / "reproduce.yaml"

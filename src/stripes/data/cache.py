@@ -4,7 +4,8 @@ Layout below ``data.cache_dir``:
 - ``midi/<root hash>/NNN.npz``: `ParsedMidi` arrays of song NNN (independent of the data config;
   reused by every config), stamped with the source file's size and mtime;
 - ``pop909-<config hash>/``: one folder per data config (hash of everything that changes the
-  content), written to a temporary folder and renamed into place (atomic), holding
+  content, including the size and modification time of every source file read, so an edited
+  chord file or a replaced MIDI file gives a new folder; `sources_stamp`), written to a temporary folder and renamed into place (atomic), holding
   ``rolls.npy`` (ΣT, 48) uint8 = the (ΣT, 384) binary rolls packed along pitch (np.packbits),
   ``chord_code.npy`` (ΣT,) uint16, ``key_code.npy`` (ΣT,) uint8, ``songs.npy`` (song numbers),
   ``song_offsets.npy`` (n+1,) row offsets, ``windows_<name>.npy`` (n, 2) (song row, start),
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stripes.atomic import atomic_write
 from stripes.data.midi import ParsedMidi, read_midi
 
 CACHE_VERSION = 1
@@ -31,6 +33,19 @@ def config_hash(content: dict) -> str:
     """Short stable hash of a JSON-able dict."""
     text = json.dumps({"version": CACHE_VERSION, **content}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def sources_stamp(root: Path, paths: list[Path]) -> str:
+    """Hash of (path relative to `root`, size, mtime in ns) of each file; absent files count too."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        try:
+            stat = path.stat()
+            entry = f"{path.relative_to(root) if path.is_relative_to(root) else path}|{stat.st_size}|{stat.st_mtime_ns}"
+        except FileNotFoundError:
+            entry = f"{path}|absent"
+        digest.update(entry.encode() + b"\n")
+    return digest.hexdigest()[:16]
 
 
 def write_atomic_dir(final: Path, arrays: dict[str, np.ndarray], texts: dict[str, str],
@@ -70,10 +85,11 @@ def is_complete(folder: Path) -> bool:
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would append ".npz" to a path
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
 
 
 def root_key(root: Path) -> str:

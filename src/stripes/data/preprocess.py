@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from stripes.data.annotations import read_chord_db, read_split, read_startpos
-from stripes.data.cache import cached_read_midi, config_hash, is_complete, root_key, write_atomic_dir
+from stripes.data.cache import (cached_read_midi, config_hash, is_complete, root_key, sources_stamp,
+                                write_atomic_dir)
 from stripes.data.midi import MidiReadError
 from stripes.data.paths import PROJECT_ROOT, resolve_data_root
 from stripes.data.pop909 import SongError, build_song, read_sources, song_files
@@ -47,10 +48,22 @@ def _plain(cfg) -> dict:
     return dict(cfg)
 
 
+def source_files(data: dict, root: Path) -> list[Path]:
+    """Every file preprocessing reads: the three alignment files and each selected song's files."""
+    align_dir = root / "pop909_alignment"
+    files = [align_dir / name for name in ("startpos.csv", "split.npz", "chord_db.npz")]
+    chosen = select_songs(read_split(align_dir / "split.npz"), data.get("max_songs"))
+    for number in dict.fromkeys(n for k in ("train", "val", "test") for n in chosen[k]):
+        files.extend(song_files(root, number).values())
+    return files
+
+
 def cache_folder(data: dict, root: Path) -> Path:
-    """``<cache_dir>/pop909-<hash>`` for this data config and data root."""
+    """``<cache_dir>/pop909-<hash>`` for this data config, data root and the source files' sizes
+    and modification times (an edited source file makes a new folder)."""
     content = {k: data.get(k) for k in CONTENT_KEYS}
     content["root"] = str(root)
+    content["sources"] = sources_stamp(root, source_files(data, root))
     base = Path(data.get("cache_dir") or "data/cache")
     if not base.is_absolute():
         base = PROJECT_ROOT / base

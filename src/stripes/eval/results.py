@@ -23,6 +23,12 @@ ticks_per_quarter    resolution the metric was computed at
 evaluated_at         UTC time stamp of the evaluation
 ===================  ==========================================================================
 
+**Concurrency and change** (issue 14, item 4): every read–replace–write of the store holds
+``results.lock`` (``filelock``) in the results folder, so evaluations running at the same time
+(parallel cluster jobs) each add their runs and none is lost; parquet and CSV are written
+atomically. :func:`drop_runs` removes the rows of runs that can no longer be trusted (deleted run
+directories, runs whose evaluation now fails) so the tables never show them.
+
 **Model selection** (spec §5, "select (lr, binarization) per (PE, context) on the validation
 set"): for every (method, context), each (lr, binarization) cell is scored by the mean over seeds of
 its validation value of ``metric`` (CS by default, direction-aware), and the best cell wins; ties go
@@ -33,12 +39,15 @@ experiments is counted once (the most recently evaluated).
 
 from __future__ import annotations
 
-import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 
+from stripes.atomic import atomic_write
 from stripes.eval.metrics import DIRECTION
 
 STORE_COLUMNS = [
@@ -49,6 +58,8 @@ STORE_COLUMNS = [
 SPLIT_SETTING = {"val": "16-16", "test16": "16-16", "test64": "16-64"}
 TEST_SPLITS = ("test16", "test64")
 STORE_NAME = "results"
+LOCK_NAME = "results.lock"
+LOCK_TIMEOUT_S = 600.0
 
 
 def empty_store() -> pd.DataFrame:
@@ -59,6 +70,14 @@ def empty_store() -> pd.DataFrame:
 def store_paths(results_dir: str | Path) -> tuple[Path, Path]:
     results_dir = Path(results_dir)
     return results_dir / f"{STORE_NAME}.parquet", results_dir / f"{STORE_NAME}.csv"
+
+
+@contextmanager
+def store_lock(results_dir: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the store's lock file (``<results_dir>/results.lock``); filelock.Timeout after `timeout` s."""
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(results_dir) / LOCK_NAME), timeout=timeout):
+        yield
 
 
 def load_store(results_dir: str | Path) -> pd.DataFrame:
@@ -99,24 +118,35 @@ def replace_run_rows(store: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_store(store: pd.DataFrame, results_dir: str | Path) -> None:
-    """Write parquet and CSV atomically (temporary file, then rename)."""
+    """Write parquet and CSV atomically (temporary file, then rename; errors name the file).
+
+    Callers that read the store first hold :func:`store_lock` (as :func:`update_store` does)."""
     parquet, csv = store_paths(results_dir)
-    parquet.parent.mkdir(parents=True, exist_ok=True)
     store = store.sort_values(
         ["experiment", "method", "context", "lr", "seed", "split", "binarization", "metric"],
         kind="stable").reset_index(drop=True)
-    for path, write in ((parquet, lambda p: store.to_parquet(p, index=False)),
-                        (csv, lambda p: store.to_csv(p, index=False))):
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        os.replace(tmp, path)
+    atomic_write(parquet, lambda p: store.to_parquet(p, index=False))
+    atomic_write(csv, lambda p: store.to_csv(p, index=False))
 
 
 def update_store(results_dir: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
-    """Load, replace the rows of the runs in ``rows``, write; returns the new store."""
-    store = replace_run_rows(load_store(results_dir), rows)
-    write_store(store, results_dir)
+    """Under the store lock: load, replace the rows of the runs in ``rows``, write; returns the store."""
+    with store_lock(results_dir):
+        store = replace_run_rows(load_store(results_dir), rows)
+        write_store(store, results_dir)
     return store
+
+
+def drop_runs(results_dir: str | Path, run_dirs: Iterable[str]) -> list[str]:
+    """Under the store lock: remove every row of ``run_dirs`` (store ``run_dir`` values); return
+    the run dirs that had rows."""
+    wanted = {str(r) for r in run_dirs}
+    with store_lock(results_dir):
+        store = load_store(results_dir)
+        present = sorted(wanted & set(store["run_dir"].astype(str)))
+        if present:
+            write_store(store[~store["run_dir"].astype(str).isin(present)], results_dir)
+    return present
 
 
 def evaluated_runs(results_dir: str | Path) -> set[str]:
