@@ -8,6 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import stripes.identity  # noqa: F401  (registers the ${config_hash:} resolver of run_name)
+from stripes.identity import config_hash, identity_diff
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PROFILES = ["smoke", "cpu", "paper"]
 EXPERIMENTS = {
@@ -39,9 +42,30 @@ def test_every_experiment_composes_with_every_profile(profile, experiment):
 def test_run_directory_name_and_hydra_dirs():
     cfg = cfg_for("profile=cpu", "pe=ropepool", "context=bin", "optim.lr=0.0005", "seed=3",
                   "experiment=table3", hydra=True)
-    assert cfg.run_name == "ropepool-bin-lr0.0005-s3"
-    assert cfg.hydra.run.dir == "outputs/runs/table3/ropepool-bin-lr0.0005-s3"
+    digest = config_hash(cfg)
+    assert len(digest) == 8 and cfg.run_name == f"ropepool-bin-lr0.0005-s3-{digest}"
+    assert cfg.hydra.run.dir == f"outputs/runs/table3/ropepool-bin-lr0.0005-s3-{digest}"
     assert cfg.hydra.sweep.dir == "outputs/runs/table3" and cfg.hydra.sweep.subdir == cfg.run_name
+
+
+BASE = ("profile=smoke", "pe=ropepool", "context=bin")
+
+
+@pytest.mark.parametrize("override", ["model.num_heads=1", "model.d_model=32", "trainer.max_epochs=3",
+                                      "data.windows.train.hop_bars=8", "optim.lr=0.002", "seed=1",
+                                      "trainer.devices=2", "curriculum.ramp_steps=5"])
+def test_a_result_relevant_change_gives_another_run_name(override):
+    a, b = cfg_for(*BASE, hydra=True), cfg_for(*BASE, override, hydra=True)
+    key = override.split("=")[0]
+    assert a.run_name != b.run_name and a.hydra.run.dir != b.hydra.run.dir
+    assert key in identity_diff(a, b)
+
+
+@pytest.mark.parametrize("override", ["logger=csv", "logger=none", "data.root=/elsewhere", "torch_threads=1",
+                                      "data.num_workers=3", "runs_root=/tmp/x", "fail_fast=true",
+                                      "trainer.log_every_n_steps=50", "data.cache_dir=/tmp/c"])
+def test_a_result_neutral_change_keeps_the_run_name(override):
+    assert cfg_for(*BASE, override, hydra=True).run_name == cfg_for(*BASE, hydra=True).run_name
 
 
 def test_paper_profile_is_spec_section_5():

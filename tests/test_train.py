@@ -109,15 +109,16 @@ def _run(root, cache, run_dir, *overrides):
 
 
 def test_resume_continues_with_the_same_optimizer_state(tmp_path, fake_pop909_root, cache_dir):
+    from tests.test_run_faults import Killed, KillAtStep
+
     # reference: two epochs in one go
     ref = _run(fake_pop909_root, cache_dir, tmp_path / "ref", "trainer.max_epochs=2")
     assert ref["status"] == "finished" and ref["epochs"] == 2
-    # "killed" after epoch 1: the first epoch finished and checkpointed, the status still says running
+    # killed at the start of epoch 2: the first epoch finished and checkpointed
     run = tmp_path / "run"
-    _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=1")
-    info = read_run_info(run)
-    info["status"] = "running"
-    write_run_info(run, info)
+    cfg = smoke_cfg(fake_pop909_root, cache_dir, "pe=ropepool", "context=bin", "trainer.max_epochs=2")
+    with pytest.raises(Killed):
+        train(cfg, run, extra_callbacks=[KillAtStep(3)])
     after_first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert after_first["epoch"] == 0 and after_first["global_step"] == 3  # end of the 1st epoch
     resumed = _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=2")
@@ -136,7 +137,7 @@ def test_resume_continues_with_the_same_optimizer_state(tmp_path, fake_pop909_ro
     assert metrics["val/loss"].dropna().to_numpy() == pytest.approx(ref_val, rel=1e-5)
     # a finished run is not trained again
     mtime = (run / "checkpoints" / "last.ckpt").stat().st_mtime
-    assert _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=3")["epochs"] == 2
+    assert _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=2")["outcome"] == "skipped"
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == mtime
 
 
@@ -157,18 +158,31 @@ def test_deterministic_loss_curve_and_load_run(tmp_path, fake_pop909_root, cache
     assert model(x, pos).shape == (1, 8, 384)
 
 
-def test_multirun_with_a_failing_job_finishes_the_others(tmp_path, fake_pop909_root, cache_dir):
+def test_multirun_gives_each_config_its_run_and_reports_failed_jobs(tmp_path, fake_pop909_root, cache_dir):
+    """Issue 14: num_heads=1,2 are two runs (the run name carries the config hash); a failing job
+    is recorded, the others finish, and the sweep ends with a summary and exit status 1."""
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "stripes.train", "-m", "profile=smoke", "experiment=table3",
            f"data.root={fake_pop909_root}", f"data.cache_dir={cache_dir}", f"runs_root={tmp_path}",
-           "pe=ropepool", "context=time", "trainer.max_epochs=1", "optim.lr=-1,0.001"]
+           "pe=ropepool", "context=time", "trainer.max_epochs=1", "optim.lr=-1,0.001",
+           "model.num_heads=1,2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    failed = json.loads((tmp_path / "table3" / "ropepool-time-lr-1-s0" / "run_info.json").read_text())
-    assert failed["status"] == "failed" and "Invalid learning rate" in failed["error"]
-    ok = read_run_info(tmp_path / "table3" / "ropepool-time-lr0.001-s0")
-    assert ok["status"] == "finished" and ok["experiment"] == "table3"
-    assert find_runs(tmp_path) == [tmp_path / "table3" / "ropepool-time-lr0.001-s0"]
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[sweep] 2 of 4 jobs failed (2 trained)" in proc.stdout
+    assert proc.stdout.count("Invalid learning rate") >= 2  # one line per failed job
+    runs = sorted((tmp_path / "table3").glob("ropepool-time-*"))
+    assert len(runs) == 4 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 4
+    infos = {r.name: read_run_info(r) for r in runs}
+    failed = [n for n, i in infos.items() if i["status"] == "failed"]
+    assert len(failed) == 2 and all(n.startswith("ropepool-time-lr-1-s0-") for n in failed)
+    assert all("Invalid learning rate" in infos[n]["error"] for n in failed)
+    finished = find_runs(tmp_path)
+    assert len(finished) == 2 and all(r.name.startswith("ropepool-time-lr0.001-s0-") for r in finished)
+    heads = {read_run_info(r)["config_hash"]: r for r in finished}
+    assert len(heads) == 2 and all(h in str(r) for h, r in heads.items())
+    # a rerun skips the finished jobs, retries the failed ones, and still says so
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "[sweep] 2 of 4 jobs failed (2 skipped)" in proc.stdout
 
 
 def test_wandb_offline_writes_a_run_without_network(tmp_path, fake_pop909_root, cache_dir, monkeypatch):
