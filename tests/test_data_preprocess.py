@@ -141,3 +141,19 @@ def test_short_song_is_skipped(tmp_path):
 def test_empty_root_fails_at_once(tmp_path):
     with pytest.raises(DataRootError, match="expected layout"):
         preprocess(data_cfg(tmp_path, tmp_path / "cache"), progress=False)
+
+
+def test_an_edited_source_file_is_not_up_to_date(tmp_path):
+    """Issue 14: the cache is keyed on the source files' sizes and mtimes, not only the config."""
+    root = build_fake_pop909(tmp_path / "data")
+    cfg = data_cfg(root, tmp_path / "cache")
+    folder = preprocess(cfg, progress=False, log=lambda *_: None)
+    chords = root / "pop909_structure" / "POP909" / "002" / "finalized_chord.txt"
+    lines = chords.read_text().splitlines(keepends=True)
+    chords.write_text("".join(lines[::-1]))  # same size, new content and mtime
+    log = []
+    edited = preprocess(cfg, progress=False, log=log.append)
+    assert edited != folder and not any("up to date" in line for line in log)
+    assert preprocess(cfg, progress=False, log=lambda *_: None) == edited  # now up to date
+    (root / "POP909" / "005" / "005.mid").touch()  # a touched MIDI file too
+    assert preprocess(cfg, progress=False, log=lambda *_: None) not in (folder, edited)

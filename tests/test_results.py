@@ -76,3 +76,52 @@ def test_duplicate_runs_across_experiments_count_once():
     store = pd.concat([old, new], ignore_index=True)
     test = results.selected_test_rows(store)
     assert set(test["run_dir"]) == {"table3/r"}
+
+
+def _evaluator(results_dir, names, barrier):
+    """One evaluation job: adds its runs' rows one by one (as evaluate_all does)."""
+    barrier.wait()
+    for name in names:
+        results.update_store(results_dir, make_rows(name))
+
+
+def _two_concurrent_evaluators(results_dir, monkeypatch) -> set:
+    import multiprocessing
+    import time
+
+    original = results.replace_run_rows
+
+    def slow_replace(store, rows):  # widen the read-write window: the race is then certain
+        time.sleep(0.05)
+        return original(store, rows)
+
+    monkeypatch.setattr(results, "replace_run_rows", slow_replace)
+    context = multiprocessing.get_context("fork")  # the children inherit the patches
+    barrier = context.Barrier(2)
+    jobs = [context.Process(target=_evaluator, args=(results_dir, [f"runs/{who}{i}" for i in range(6)], barrier))
+            for who in "ab"]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+        assert job.exitcode == 0
+    return set(results.load_store(results_dir)["run_dir"])
+
+
+def test_two_concurrent_evaluations_keep_every_run(tmp_path, monkeypatch):
+    runs = _two_concurrent_evaluators(tmp_path / "locked", monkeypatch)
+    assert runs == {f"runs/{who}{i}" for who in "ab" for i in range(6)}
+    # the injected fault: without the lock the same two jobs lose runs (the issue's 8 of 12)
+    import contextlib
+
+    monkeypatch.setattr(results, "store_lock", lambda *a, **k: contextlib.nullcontext())
+    runs = _two_concurrent_evaluators(tmp_path / "unlocked", monkeypatch)
+    assert len(runs) < 12
+
+
+def test_drop_runs_removes_only_their_rows(tmp_path):
+    for name in ("a", "b", "c"):
+        results.update_store(tmp_path, make_rows(f"runs/{name}"))
+    assert results.drop_runs(tmp_path, ["runs/b", "runs/zzz"]) == ["runs/b"]
+    assert set(results.load_store(tmp_path)["run_dir"]) == {"runs/a", "runs/c"}
+    assert set(pd.read_csv(tmp_path / "results.csv")["run_dir"]) == {"runs/a", "runs/c"}

@@ -219,3 +219,30 @@ def test_evaluation_checks_the_checkpoint_config_against_config_yaml(reference, 
     config.write_text(config.read_text().replace("d_ff: 16", "d_ff: 32"))
     with pytest.raises(ConfigMismatchError, match=r"best\.ckpt.*model\.d_ff: 16 -> 32"):
         load_run(run, "best")
+
+
+def test_evaluation_drops_gone_and_broken_runs_and_counts_a_bad_run_info_as_one_failure(
+        reference, tmp_path, monkeypatch):
+    import shutil
+
+    from stripes.eval import results as store_lib
+    from stripes.evaluate import evaluate_all
+    from tests.test_eval_pipeline import eval_cfg
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs" / "x"
+    for name in ("a", "b", "c"):
+        shutil.copytree(reference, runs / name)
+    cfg = eval_cfg(tmp_path, splits=["val"])
+    store = evaluate_all(cfg)
+    assert set(store["run_dir"]) == {f"runs/x/{n}" for n in "abc"}
+    shutil.rmtree(runs / "b")  # a deleted run
+    best = runs / "c" / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:1000])  # a checkpoint that broke after its evaluation
+    shutil.copytree(reference, runs / "d")
+    (runs / "d" / "run_info.json").write_text('{"status": "finis')  # a half-written run_info
+    with pytest.raises(SystemExit) as caught:
+        evaluate_all(cfg)
+    message = str(caught.value)
+    assert "2 run(s)" in message and "runs/x/c" in message and "runs/x/d" in message
+    assert set(store_lib.load_store(cfg.results_dir)["run_dir"]) == {"runs/x/a"}
