@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 ROOT="${1:-outputs/runs}"
 WANDB="${WANDB:-.venv/bin/wandb}"
 command -v "$WANDB" >/dev/null 2>&1 || WANDB=wandb
-mapfile -t RUNS < <(find "$ROOT" -type d -name 'offline-run-*' 2>/dev/null | sort)
+# wandb/superseded/ holds the folders of killed attempts whose history a resumed attempt replayed
+# (stripes/run_logs.py): one folder per run is uploaded, with the whole history.
+mapfile -t RUNS < <(find "$ROOT" -type d -name superseded -prune -o -type d -name 'offline-run-*' -print \
+                    2>/dev/null | sort)
 if [ "${#RUNS[@]}" -eq 0 ]; then
   echo "wandb-sync: no offline W&B runs under $ROOT" >&2
   exit 0

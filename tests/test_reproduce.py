@@ -55,3 +55,17 @@ def test_smoke_chain_end_to_end(fake_pop909_root, tmp_path):
     assert again.returncode == 0
     second = json.loads((outputs / "reproduce" / "stages.json").read_text())
     assert second["total_seconds"] < record["total_seconds"]
+
+
+def test_a_sweep_with_failed_jobs_shows_its_summary_in_the_stage_table(tmp_path):
+    from stripes.reproduce import Stage, run_stage
+
+    (tmp_path / "fake_sweep.py").write_text(
+        "import sys\nprint('[sweep] 2 of 8 jobs failed (6 trained)')\nsys.exit(1)\n")
+    stage = Stage("train:table3", ["fake_sweep"])
+    run_stage(stage, tmp_path, tmp_path)
+    assert stage.status == "failed (exit 1): 2 of 8 jobs failed (6 trained)"
+    record = {"profile": "smoke", "machine": "m", "started": "now", "total_seconds": 1.0,
+              "stages": [{"name": stage.name, "status": stage.status, "seconds": 1.0, "log": stage.log}]}
+    assert "| train:table3 | failed (exit 1): 2 of 8 jobs failed (6 trained) |" in write_report(
+        tmp_path, record).read_text()

@@ -246,3 +246,17 @@ def test_evaluation_drops_gone_and_broken_runs_and_counts_a_bad_run_info_as_one_
     message = str(caught.value)
     assert "2 run(s)" in message and "runs/x/c" in message and "runs/x/d" in message
     assert set(store_lib.load_store(cfg.results_dir)["run_dir"]) == {"runs/x/a"}
+
+
+def test_wandb_sync_script_uploads_one_folder_per_run(tmp_path):
+    import subprocess
+
+    for folder in ("x/r1/wandb/offline-run-20260101_000002-abc", "x/r1/wandb/superseded/offline-run-20260101_000001-abc",
+                   "x/r2/wandb/offline-run-20260101_000003-def"):
+        (tmp_path / folder).mkdir(parents=True)
+    done = subprocess.run(["bash", "scripts/wandb_sync.sh", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, env={"WANDB": "echo", "PATH": "/usr/bin:/bin"}, check=True)
+    synced = done.stdout.strip().splitlines()[-1].split()
+    assert synced[:2] == ["sync", "--include-offline"]
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in synced[2:]] == [
+        "x/r1/wandb/offline-run-20260101_000002-abc", "x/r2/wandb/offline-run-20260101_000003-def"]

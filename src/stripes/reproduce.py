@@ -82,7 +82,7 @@ def run_stage(stage: Stage, log_dir: Path, cwd: Path) -> None:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     stage.seconds = time.perf_counter() - start
     stage.status = "ok" if code == 0 else f"failed (exit {code})"
-    sweep = sweep_summary_line(log_path)  # a training sweep's "[sweep] k of n jobs failed (...)"
+    sweep = sweep_summary_line(log_path) if code else None  # "[sweep] k of n jobs failed (...)"
     if sweep:
         stage.status += ": " + sweep.removeprefix("[sweep] ")
     print(f"[reproduce] {stage.name}: {stage.status} in {stage.seconds:.0f} s (log: {log_path})",
