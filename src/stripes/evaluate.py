@@ -18,7 +18,7 @@ data config; only ``data.root`` (when given) replaces the saved root.
 Examples::
 
     python -m stripes.evaluate
-    python -m stripes.evaluate run_dir=outputs/runs/table3/ropepool-bin-lr0.001-s0 force=true
+    python -m stripes.evaluate run_dir=outputs/runs/table3/ropepool-bin-lr0.001-s0-<hash8> force=true
 """
 
 from __future__ import annotations

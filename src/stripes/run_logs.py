@@ -59,7 +59,11 @@ def truncate_metrics(run_dir: str | Path, before_step: int | None) -> int:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return 0
-    rows = pd.read_csv(path)
+    try:
+        rows = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # killed before the first row was flushed
+        path.unlink()
+        return 0
     kept = rows.iloc[0:0] if before_step is None else rows[rows["step"] < before_step]
     if len(kept) != len(rows):
         atomic_write(path, lambda tmp: kept.to_csv(tmp, index=False))

@@ -121,7 +121,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, info: dict[str, Any]) -> list:
     if offline:
         os.environ["WANDB_MODE"] = "offline"
     info.setdefault("wandb_id", uuid.uuid4().hex[:12])
-    if offline:
+    if offline and _is_rank_zero():  # other DDP ranks neither log nor own the folders
         supersede_offline_runs(run_dir, info["wandb_id"])
     wandb_logger = WandbLogger(
             project=str(wandb_cfg.project),
@@ -136,7 +136,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, info: dict[str, Any]) -> list:
             config=OmegaConf.to_container(cfg, resolve=True),
     )
     loggers.append(wandb_logger)
-    if offline:
+    if offline and _is_rank_zero():
         replay_metrics(run_dir, wandb_logger)
     return loggers
 

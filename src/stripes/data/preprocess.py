@@ -3,8 +3,9 @@
 Reads every song of ``split.npz`` (MIDI parsed once and cached, see `stripes.data.cache`), puts it
 on the ``data.ticks_per_quarter`` grid with its aligned chords and keys (`stripes.data.pop909`),
 checks the alignment by cross-correlation, and writes the songs + the window index of every split
-to ``<data.cache_dir>/pop909-<hash of the data config>/``. A second run with the same config finds
-the folder and does nothing. Bad songs are skipped with one line each; more than
+to ``<data.cache_dir>/pop909-<hash>/``, the hash of the data config and of every source file's
+size and modification time. A second run with the same config and unchanged files finds the
+folder and does nothing. Bad songs are skipped with one line each; more than
 ``data.max_skip_fraction`` of them fails the run with the list.
 """
 
