@@ -124,16 +124,16 @@ def build_loggers(cfg: DictConfig, run_dir: Path, info: dict[str, Any]) -> list:
     if offline and _is_rank_zero():  # other DDP ranks neither log nor own the folders
         supersede_offline_runs(run_dir, info["wandb_id"])
     wandb_logger = WandbLogger(
-            project=str(wandb_cfg.project),
-            entity=wandb_cfg.get("entity"),
-            group=str(cfg.experiment_name),
-            tags=[str(cfg.pe.name), str(cfg.context.name), f"profile:{cfg.profile_name}"],
-            name=run_dir.name,
-            id=info["wandb_id"],
-            resume="allow",
-            save_dir=str(run_dir),
-            offline=offline,
-            config=OmegaConf.to_container(cfg, resolve=True),
+        project=str(wandb_cfg.project),
+        entity=wandb_cfg.get("entity"),
+        group=str(cfg.experiment_name),
+        tags=[str(cfg.pe.name), str(cfg.context.name), f"profile:{cfg.profile_name}"],
+        name=run_dir.name,
+        id=info["wandb_id"],
+        resume="allow",
+        save_dir=str(run_dir),
+        offline=offline,
+        config=OmegaConf.to_container(cfg, resolve=True),
     )
     loggers.append(wandb_logger)
     if offline and _is_rank_zero():
@@ -145,7 +145,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | bool = False,
                   callbacks: list | None = None, **overrides) -> pl.Trainer:
     """A Lightning Trainer from `cfg.trainer` (its keys are Trainer arguments) with the checkpoints.
 
-    `best.ckpt` (lowest val/loss) and `last.ckpt` (every validation, i.e. every epoch end) are
+    `best.ckpt` (lowest val/loss) and `last.ckpt` (every epoch end, improved or not) are
     written atomically in the checkpoint folder (`AtomicCheckpointIO`); a non-finite training
     loss stops training (`StopOnNonFiniteLoss`). `callbacks` are appended (tests inject faults).
     """
