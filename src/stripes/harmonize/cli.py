@@ -1,6 +1,6 @@
 """Harmonize your own melody with a trained run.
 
-    python -m stripes.harmonize input.mid --checkpoint outputs/runs/table3/ropepool-bin-lr0.001-s0 \\
+    python -m stripes.harmonize input.mid --checkpoint outputs/runs/table3/ropepool-bin-lr0.001-s0-<hash8> \\
         --out harmonized.mid [--chords chords.txt] [--key D:maj] [--melody-track NAME] [--bridge-track NAME]
 
 What happens, step by step:
