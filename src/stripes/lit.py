@@ -44,8 +44,9 @@ PIANO = slice(256, 384)
 
 
 def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over the real ticks (mask True) and all output units."""
-    per_cell = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    """Mean binary cross-entropy over the real ticks (mask True) and all output units, in float32
+    whatever the logits' dtype (bf16 under mixed precision, issue 10)."""
+    per_cell = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     weights = mask.to(per_cell.dtype).unsqueeze(-1)
     denominator = weights.sum() * per_cell.shape[-1]
     return (per_cell * weights).sum() / denominator.clamp_min(1.0)

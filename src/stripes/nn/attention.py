@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stripes.nn.fla_attention import fused_causal_linear_attention, kernel_dtype, select_impl
+
 #: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention.md, chunk
 #: table, written by ``python -m stripes.bench.attention``): with NoPE at H = 4, F = Dv = 128 and one
 #: thread, C = 64 was fastest at T = 2048 (61 ms vs 77/63/80 for C = 32/128/256) and T = 8192
@@ -91,6 +93,27 @@ def linear_attention(
         den = (q @ z.unsqueeze(-1)) + eps
         out = num / den
     return out.transpose(1, 2).to(out_dtype)
+
+
+def attend_linear(
+    q_feat: torch.Tensor,
+    k_feat: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    eps: float = 1e-6,
+    impl: str = "auto",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``linear_attention`` with the implementation chosen by ``impl`` (``model.attention_impl``).
+
+    Causal attention on CUDA goes to the fused kernel (``stripes.nn.fla_attention``, numerator in
+    ``dtype``, float32 denominator) when ``select_impl`` says so; everything else, and every CPU
+    call, to the PyTorch ``linear_attention`` above. Shapes and result as ``linear_attention``.
+    """
+    if causal and select_impl(impl, q_feat) == "fla":
+        return fused_causal_linear_attention(q_feat, k_feat, v, eps=eps, dtype=dtype)
+    return linear_attention(q_feat, k_feat, v, causal=causal, chunk_size=chunk_size, eps=eps)
 
 
 def _to_chunks(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -347,6 +370,10 @@ class MultiHeadAttention(nn.Module):
       * ``kind="softmax"``: causal SDPA on (q̃, k̃, v) with scale 1/√D ([S] eq. 1–2), a reference;
     → output projection. Dropout: on the attention probabilities for softmax, on the attention
     output (before the output projection) for linear attention, where no probability matrix exists.
+
+    ``attention_impl`` (``auto | torch | fla``) picks the linear-attention implementation
+    (``attend_linear``). Under autocast (bf16-mixed on GPU), φ and the linear attention's sums run
+    with autocast off, in float32; only the fused kernel's numerator runs in bfloat16 (issue 10).
     """
 
     def __init__(
@@ -360,6 +387,7 @@ class MultiHeadAttention(nn.Module):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         feature_map_options: dict | None = None,
         eps: float = 1e-6,
+        attention_impl: str = "auto",
     ):
         super().__init__()
         if d_model % num_heads:
@@ -370,6 +398,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"stripes/nn/attention.py: kind must be 'linear' or 'softmax', got {kind!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.kind, self.chunk_size, self.eps, self.dropout = kind, chunk_size, eps, dropout
+        self.attention_impl = attention_impl
         self.pe = pe
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
@@ -388,8 +417,11 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(x).view(shape)
         q_t, k_t = self.pe.forward_qk(q, k, pos)
         if self.kind == "linear":
-            q_f, k_f = self.feature_map.forward_qk(q_t, k_t)
-            y = linear_attention(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=self.eps)
+            fused_dtype = kernel_dtype(x.device.type)
+            with torch.autocast(x.device.type, enabled=False):  # φ and the sums in float32
+                q_f, k_f = self.feature_map.forward_qk(q_t, k_t)
+                y = attend_linear(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=self.eps,
+                                  impl=self.attention_impl, dtype=fused_dtype)
             y = F.dropout(y, self.dropout, self.training)
         else:
             y = F.scaled_dot_product_attention(

@@ -46,10 +46,12 @@ class EncoderLayer(nn.Module):
         pe: nn.Module,
         attention: str = "linear",
         feature_map: str = "elu",
+        attention_impl: str = "auto",
     ) -> None:
         super().__init__()
         self.attention = MultiHeadAttention(
-            d_model, num_heads, pe, kind=attention, feature_map=feature_map, dropout=0.0
+            d_model, num_heads, pe, kind=attention, feature_map=feature_map, dropout=0.0,
+            attention_impl=attention_impl,
         )
         self.norm_attention = nn.LayerNorm(d_model)
         self.norm_feedforward = nn.LayerNorm(d_model)
@@ -75,6 +77,8 @@ class HarmonizationTransformer(nn.Module):
         attention: "linear" (paper) or "softmax" (reference baseline).
         feature_map: φ of the linear attention ("elu" = elu + 1, spec §3).
         share_pe: one PE module for all layers (default, see module docstring) or one per layer.
+        attention_impl: linear-attention implementation, "auto" (fused fla kernel on CUDA when
+            installed, else PyTorch), "torch" or "fla" (`stripes.nn.fla_attention.select_impl`).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class HarmonizationTransformer(nn.Module):
         attention: str = "linear",
         feature_map: str = "elu",
         share_pe: bool = True,
+        attention_impl: str = "auto",
     ) -> None:
         super().__init__()
         if d_model % num_heads != 0:
@@ -120,6 +125,7 @@ class HarmonizationTransformer(nn.Module):
                 shared if share_pe else make_pe(),
                 attention=attention,
                 feature_map=feature_map,
+                attention_impl=attention_impl,
             )
             for _ in range(num_layers)
         )
@@ -144,6 +150,7 @@ class HarmonizationTransformer(nn.Module):
             attention=str(model.attention),
             feature_map=str(model.feature_map),
             share_pe=bool(model.share_pe),
+            attention_impl=str(model.get("attention_impl", "auto")),  # absent in older run configs
         )
 
     def positional_encodings(self) -> list[nn.Module]:
