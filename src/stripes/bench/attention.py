@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from stripes.nn.attention import (
-    DEFAULT_CHUNK_SIZE, causal_linear_attention_loop, chunked_attention_flops, linear_attention,
+    DEFAULT_CHUNK_SIZE, attend_linear, causal_linear_attention_loop, chunked_attention_flops,
 )
 from stripes.machine import machine_info
 from stripes.pe import build_pe
@@ -138,31 +138,46 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: bool = False):
-    """A closure running forward+backward of one attention block; returns (step, feature width F)."""
+def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: bool = False,
+              device: str = "cpu", impl: str = "torch", amp: torch.dtype | None = None,
+              backward: bool = True):
+    """A closure running one attention block; returns (step, feature width F).
+
+    ``backward=False`` times the forward alone, without autograd (inference, e.g. 64-bar windows).
+    ``device``/``impl``/``amp`` serve the GPU check (``stripes.gpu.check``): the linear attention's
+    implementation (``attend_linear``: ``torch`` | ``fla``) and an autocast dtype (bf16): the PE
+    and SDPA run under autocast, φ and the linear-attention sums in float32, as in the model.
+    """
     torch.manual_seed(0)
-    q, k, v = (torch.randn(B, t, H, D, requires_grad=True) for _ in range(3))
-    grad = torch.randn(B, t, H, D)
-    pos = torch.arange(t, dtype=torch.float32).view(1, t, 1)
+    q, k, v = (torch.randn(B, t, H, D, device=device, requires_grad=backward) for _ in range(3))
+    grad = torch.randn(B, t, H, D, device=device)
+    pos = torch.arange(t, dtype=torch.float32, device=device).view(1, t, 1)
+    autocast = lambda: torch.autocast(device, dtype=amp, enabled=amp is not None)  # noqa: E731
+    grad_mode = torch.enable_grad if backward else torch.inference_mode
     if method == "sdpa":
         def step():
             q.grad = k.grad = v.grad = None
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True)
-            y.transpose(1, 2).backward(grad)
+            with grad_mode(), autocast():
+                y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                   is_causal=True)
+            if backward:
+                y.transpose(1, 2).backward(grad.to(y.dtype))
         return step, D
-    pe = build_pe(method, H, D, 1)
+    pe = build_pe(method, H, D, 1).to(device)
 
     def step():
         q.grad = k.grad = v.grad = None
         pe.zero_grad(set_to_none=True)
-        qt, kt = pe.forward_qk(q, k, pos)
-        fq, fk = F.elu(qt) + 1, F.elu(kt) + 1
-        if loop:
-            y = causal_linear_attention_loop(fq, fk, v, chunk_size=chunk_size)
-        else:
-            y = linear_attention(fq, fk, v, causal=True, chunk_size=chunk_size)
-        y.backward(grad)
+        with grad_mode():
+            with autocast():
+                qt, kt = pe.forward_qk(q, k, pos)
+            fq, fk = F.elu(qt.float()) + 1, F.elu(kt.float()) + 1
+            if loop:
+                y = causal_linear_attention_loop(fq, fk, v, chunk_size=chunk_size)
+            else:
+                y = attend_linear(fq, fk, v, causal=True, chunk_size=chunk_size, impl=impl, dtype=amp)
+        if backward:
+            y.backward(grad)
     return step, pe.out_dim
 
 

@@ -28,17 +28,21 @@ ATTENTIONS = ("linear", "softmax")
 SHAPES = {"paper": ("paper", 1024), "cpu": ("cpu", None)}
 
 
-def _config(profile: str, pe: str, attention: str):
+def _config(profile: str, pe: str, attention: str, *extra: str):
+    """The composed training config of one benchmark row (``extra``: more Hydra overrides)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
             "train",
             overrides=[f"profile={profile}", f"pe={pe}", "context=time", f"model.attention={attention}",
-                       "trainer=cpu"],
+                       "trainer=cpu", *extra],
         )
 
 
-def time_training_step(cfg, batch_size: int, length: int, steps: int, device: str) -> float:
-    """Median seconds of one optimisation step (after one warm-up step)."""
+def make_training_step(cfg, batch_size: int, length: int, device: str, amp: torch.dtype | None = None):
+    """A closure running one optimisation step (forward, loss, backward, clip, Adam) of the model of
+    ``cfg`` on random binary rolls with TIME positions, synchronised on CUDA so that wall-clock
+    timing is right. ``amp``: the autocast dtype of forward and loss (bf16 = ``bf16-mixed``, as
+    ``trainer=gpu`` trains)."""
     torch.manual_seed(0)
     model = HarmonizationTransformer.from_config(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.optim.lr))
@@ -46,20 +50,31 @@ def time_training_step(cfg, batch_size: int, length: int, steps: int, device: st
     target = (torch.rand(batch_size, length, int(cfg.model.output_dim), device=device) < 0.05).float()
     positions = torch.arange(length, device=device, dtype=torch.float32).view(1, length, 1).expand(batch_size, -1, -1)
     mask = torch.ones(batch_size, length, dtype=torch.bool, device=device)
-    times = []
-    for i in range(steps + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    clip = float(cfg.trainer.gradient_clip_val)
+
+    def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = masked_bce_with_logits(model(inputs, positions), target, mask)
+        with torch.autocast(device, dtype=amp, enabled=amp is not None):
+            loss = masked_bce_with_logits(model(inputs, positions), target, mask)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.trainer.gradient_clip_val))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        if i > 0:
-            times.append(time.perf_counter() - start)
+
+    return step
+
+
+def time_training_step(cfg, batch_size: int, length: int, steps: int, device: str,
+                       amp: torch.dtype | None = None) -> float:
+    """Median seconds of one optimisation step (``make_training_step``) after one warm-up step."""
+    step = make_training_step(cfg, batch_size, length, device, amp)
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
