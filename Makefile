@@ -8,7 +8,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data table1 toy bench train sweep evaluate tables plots smoke reproduce demo \
-        wandb-sync test test-full clean
+        wandb-sync test test-full clean gpu-pack gpu-check
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,16 @@ test: $(STAMP) ## fast test suite (no `slow` tests)
 
 test-full: $(STAMP) ## all tests, including those marked slow
 	WANDB_MODE=disabled $(PY) -m pytest -q -m "" $(ARGS)
+
+GPU_DIR ?= .gpu
+GPU_PY ?= python3
+gpu-pack: $(STAMP) ## wheels + data archive for an offline GPU machine -> .gpu/ (then make gpu-check there)
+	$(PY) -m stripes.gpu.pack --out $(GPU_DIR) $(ARGS)
+
+# No venv, no network: the GPU machine's own python3 (PyTorch, Lightning, Triton) + the carried .gpu/.
+gpu-check: ## on a CUDA machine: fused attention, throughput, spot check -> outputs/gpu_check/REPORT.md
+	PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 WANDB_MODE=disabled \
+	    $(GPU_PY) -m stripes.gpu.check --pack $(GPU_DIR) $(ARGS)
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf outputs data/cache .pytest_cache

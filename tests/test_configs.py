@@ -95,7 +95,7 @@ def test_trainer_and_logger_groups(trainer, logger):
     OmegaConf.to_container(cfg, resolve=True)
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "joblib_gpu", "submitit_slurm"])
 def test_launchers_compose(launcher):
     cfg = cfg_for(f"hydra/launcher={launcher}", hydra=True)
     assert launcher.split("_")[0] in cfg.hydra.launcher._target_.lower()
