@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     if 2 in args.sections:
         results.attention = stages.run("2 attention", lambda: throughput.attention_rows(impls=impls), needs_s=40)
     if 3 in args.sections:
-        results.training = stages.run("3 training", throughput.training_rows, needs_s=30)
+        results.training = stages.run("3 training", lambda: throughput.training_rows(impls=impls), needs_s=30)
         torch.cuda.empty_cache()
         results.concurrency = stages.run("3 K per GPU", lambda: throughput.concurrency_rows(impl=impls[0]),
                                          needs_s=60)

@@ -141,7 +141,8 @@ def render(results: CheckResults) -> str:
     lines += ["", "## 3. Training throughput at the paper shape (B = 8, T = 1024, d_model 512, bf16)", ""]
     if r.training is not None:
         lines += table(r.training, {"label": "PE", "attention": "attention", "impl": "impl", "step_ms": "ms/step",
-                                    "tokens_per_s": "tokens/s", "ratio_vs_softmax": "× softmax"},
+                                    "tokens_per_s": "tokens/s", "ratio_vs_softmax": "× softmax",
+                                    "peak_gib": "peak GiB"},
                        {"step_ms": 1, "tokens_per_s": 0})
     else:
         lines += _missing(r, "3 training")

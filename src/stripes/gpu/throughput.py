@@ -73,17 +73,22 @@ def attention_rows(lengths=ATTENTION_LENGTHS, pes=ATTENTION_PES, impls=("fla", "
     return frame
 
 
-def training_rows(pes=TRAINING_PES, steps: int = 5) -> pd.DataFrame:
-    """Section 3a: tokens/s of one process at the paper shape, linear (fla, torch) and softmax."""
+def training_rows(pes=TRAINING_PES, steps: int = 5, impls=("fla", "torch")) -> pd.DataFrame:
+    """Section 3a: tokens/s and peak GPU memory of one process at the paper shape, linear attention
+    (each implementation in ``impls``) and softmax."""
     rows = []
+    variants = [("linear", impl) for impl in impls] + [("softmax", "-")]
     for pe in pes:
-        for attention, impl in (("linear", "fla"), ("linear", "torch"), ("softmax", "-")):
+        for attention, impl in variants:
             extra = [f"model.attention_impl={impl}"] if attention == "linear" else []
             cfg = training._config("paper", pe, attention, *extra)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
             seconds = training.time_training_step(cfg, PAPER_BATCH, PAPER_LENGTH, steps, "cuda", amp=torch.bfloat16)
             rows.append({"pe": pe, "label": str(cfg.pe.label), "attention": attention, "impl": impl,
                          "batch": PAPER_BATCH, "T": PAPER_LENGTH, "step_ms": 1e3 * seconds,
-                         "tokens_per_s": PAPER_BATCH * PAPER_LENGTH / seconds})
+                         "tokens_per_s": PAPER_BATCH * PAPER_LENGTH / seconds,
+                         "peak_gib": torch.cuda.max_memory_allocated() / 2**30})
             print(f"[gpu-check] training {pe:9s} {attention:7s} {impl:5s} {1e3 * seconds:7.1f} ms/step "
                   f"{PAPER_BATCH * PAPER_LENGTH / seconds:10.0f} tokens/s", flush=True)
     frame = pd.DataFrame(rows)
