@@ -266,3 +266,59 @@ def test_report_has_the_five_sections_and_judges_the_targets():
     assert "forward at T = 16384 ≥ 4.0× SDPA: smallest 5.00× → met" in text
     assert "smallest ratio 0.85× → **MISSED**" in text
     assert "memory linear in T" in text and "Not available: skipped. 10 s left" in text
+
+
+# ---- the orchestration ------------------------------------------------------------------------
+
+def test_main_writes_every_section_and_survives_a_failing_one(tmp_path, monkeypatch):
+    """check.main with the GPU work replaced by fixed tables: stages, CSVs, REPORT, projection."""
+    from functools import partial
+
+    from stripes.nn import fla_attention
+
+    unavailable = lambda: False  # noqa: E731
+    unavailable.cache_clear = lambda: None
+    monkeypatch.setattr(fla_attention, "fla_available", unavailable)
+    monkeypatch.setattr(check, "require_cuda", lambda: "Fake H200")
+    monkeypatch.setattr(check, "prepare", lambda pack, log=print: {"wheels": ["x.whl"], "data": "d"})
+    monkeypatch.setattr(check, "start_preprocess", lambda out: None)
+    monkeypatch.setattr(correctness, "run", lambda device, impls: (
+        pd.DataFrame([{"impl": impls[0], "dtype": "float32", "F": 64, "Dv": 128, "pes": "ropepool", "forward": 1e-7,
+                       "dq": 1e-7, "dk": 1e-7, "dv": 1e-7, "tolerance": 5e-3, "ok": True}]),
+        pd.DataFrame([{"impl": impls[0], "finite": True}])))
+
+    def boom(impls):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(throughput, "attention_rows", boom)
+    monkeypatch.setattr(throughput, "training_rows", lambda impls: pd.DataFrame(
+        [{"label": "RoPEPool", "attention": "linear", "impl": "torch", "step_ms": 10.0, "tokens_per_s": 8e5,
+          "ratio_vs_softmax": 1.2, "peak_gib": 2.0}]))
+    monkeypatch.setattr(throughput, "concurrency_rows", lambda impl: pd.DataFrame(
+        {"K": [1, 2, 4, 8], "aggregate_tokens_per_s": [1e5, 1.8e5, 2.4e5, 2.4e5],
+         "per_run_tokens_per_s": [1e5, 9e4, 6e4, 3e4], "speedup_vs_k1": [1, 1.8, 2.4, 2.4]}))
+
+    def fake_spot(stages, out, preprocess, results):
+        results.spot_runs = pd.DataFrame({"run": ["a", "b", "c"], "status": ["finished"] * 3, "epochs": [15] * 3,
+                                          "global_step": [6780] * 3, "wall_s": [600.0] * 3,
+                                          "s_per_epoch": [40.0] * 3})
+        return {"wall_s": 620.0, "eval_s": 60.0, "runs": 3}
+
+    monkeypatch.setattr(check, "spot_check", fake_spot)
+    tokens = partial(projection.training_tokens, batch=8, full_length=1024, start_length=16, ramp_steps=2875)
+    monkeypatch.setattr(check, "paper_tokens", lambda: (452, 15, tokens))
+    out = tmp_path / "gpu_check"
+    check.main(["--out", str(out), "--budget", "1000"])
+    report = (out / "REPORT.md").read_text()
+    stages = {s["name"]: s for s in json.loads((out / "check.json").read_text())["stages"]}
+    assert stages["2 attention"]["status"] == "failed" and "boom" in stages["2 attention"]["note"]
+    assert stages["5 projection"]["status"] == "ok" and "0 compile fla kernels" not in stages
+    assert "Not available: failed. RuntimeError: boom" in report and "Fake H200" in report
+    proj = pd.read_csv(out / "projection.csv")
+    # 3 runs of 6780 steps = full runs: a batch of 3 took 620 s; K = 4: 620 x 4/3 x 2.1e5/2.4e5
+    row = proj[(proj.gpus == 1) & (proj.K == 4)].iloc[0]
+    assert row.train_hours == pytest.approx(120 * 620 * 4 / 3 * 2.1 / 2.4 / 3600)
+    assert row.eval_hours == pytest.approx(480 * 20 / 3600)
+    for name in ("correctness", "training", "concurrency", "spot_runs", "projection"):
+        assert (out / f"{name}.csv").is_file()
+    assert not (out / "attention.csv").exists()

@@ -115,6 +115,13 @@ def _save(frame, path: Path) -> None:
         frame.to_csv(path, index=False)
 
 
+def start_preprocess(out: Path) -> subprocess.Popen:
+    """``stripes.data.preprocess profile=paper`` in the background, logging to out/preprocess.log."""
+    log = open(out / "preprocess.log", "w")  # noqa: SIM115 - the child writes to it until it ends
+    return subprocess.Popen([sys.executable, "-m", "stripes.data.preprocess", "profile=paper"],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
 def warm_kernels(timeout_s: float = 240.0) -> "pd.DataFrame":
     """Stage 0: compile + autotune every fused-kernel key in parallel processes (one per key)."""
     import pandas as pd
@@ -215,11 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     stages = Stages(args.budget)
     facts = prepare(args.pack)
     args.out.mkdir(parents=True, exist_ok=True)
-    preprocess = None
-    if 4 in args.sections:  # CPU work, in the background while the GPU sections run
-        log = open(args.out / "preprocess.log", "w")
-        preprocess = subprocess.Popen([sys.executable, "-m", "stripes.data.preprocess", "profile=paper"],
-                                      stdout=log, stderr=subprocess.STDOUT)
+    # CPU work, in the background while the GPU sections run
+    preprocess = start_preprocess(args.out) if 4 in args.sections else None
 
     import torch
 
