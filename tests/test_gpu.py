@@ -193,7 +193,8 @@ def test_spot_check_chain_on_the_cpu(tmp_path, fake_pop909_root):
     """Section 4's commands end to end on the fake data, smoke profile, CPU (Hydra joblib launcher)."""
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "STRIPES_DATA": str(fake_pop909_root),
            "STRIPES_CACHE": str(tmp_path / "cache")}
-    extra = ("trainer=cpu", "trainer.max_epochs=2", "hydra.launcher.n_jobs=2")
+    # data.num_workers=1: DataLoader workers inside the launcher's loky processes
+    extra = ("trainer=cpu", "trainer.max_epochs=2", "hydra.launcher.n_jobs=2", "data.num_workers=1")
     code, _ = spot.run_logged(spot.train_command(tmp_path / "runs", 600, threads=1, profile="smoke",
                                                  pes=("rope_c", "ropepool"), extra=extra), tmp_path / "t.log", env)
     assert code == 0, (tmp_path / "t.log").read_text()[-3000:]

@@ -9,6 +9,8 @@ A batch is a dict (the team contract):
 
 from __future__ import annotations
 
+import multiprocessing
+
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,13 @@ def crop_batch(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.T
     return {k: (v[:, :length] if k in TIME_KEYS else v) for k, v in batch.items()}
 
 
+def _worker_context(workers: int) -> str | None:
+    """The platform's default start method for loader workers, named explicitly: inside a job of
+    Hydra's joblib launcher (a loky process, e.g. `hydra/launcher=joblib_gpu`) the process-wide
+    default is loky's own, which cannot start DataLoader workers (issue 10)."""
+    return multiprocessing.get_all_start_methods()[0] if workers > 0 else None
+
+
 class POP909DataModule(pl.LightningDataModule):
     """Train/val/test16/test64 windows of POP909 with one context's positions."""
 
@@ -123,7 +132,7 @@ class POP909DataModule(pl.LightningDataModule):
         return DataLoader(self.datasets[name], batch_size=int(self.data.get("batch_size", 8)),
                           shuffle=shuffle, generator=generator, num_workers=workers,
                           collate_fn=collate_windows, persistent_workers=workers > 0,
-                          drop_last=False)
+                          drop_last=False, multiprocessing_context=_worker_context(workers))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

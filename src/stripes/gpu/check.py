@@ -34,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PACK = PROJECT_ROOT / ".gpu"
 DEFAULT_OUT = Path("outputs/gpu_check")
 DEFAULT_BUDGET_S = 470.0
-EVAL_RESERVE_S = 70.0     # evaluation of the three spot-check runs + report
+EVAL_RESERVE_S = 90.0     # evaluation of the three spot-check runs (val, test16, test64) + report
 TRAIN_STARTUP_S = 35.0    # Hydra + K processes importing torch, loading data, first compilations
 NEEDS_CUDA = ("make gpu-check needs a CUDA GPU: {why}. Nothing was installed or written. Run it on "
               "the GPU machine with the repository and .gpu/ (written here by `make gpu-pack`).")
@@ -113,6 +113,16 @@ class Stages:
 def _save(frame, path: Path) -> None:
     if frame is not None:
         frame.to_csv(path, index=False)
+
+
+def _release_workers() -> None:
+    """End joblib's reusable loky workers (each holds a CUDA context) before the spot check."""
+    try:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+    except Exception:  # noqa: BLE001 - nothing to release
+        pass
 
 
 def start_preprocess(out: Path) -> subprocess.Popen:
@@ -251,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.empty_cache()
         results.concurrency = stages.run("3 K per GPU", lambda: throughput.concurrency_rows(impl=impls[0]),
                                          needs_s=60)
+    _release_workers()
     spot_facts = {}
     if 4 in args.sections:
         spot_facts = stages.run("4 spot check", lambda: spot_check(stages, args.out, preprocess, results),
