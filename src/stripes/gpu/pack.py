@@ -15,6 +15,9 @@ repository (plus up to 8 ignored paths, 64 MiB in all). So this writes:
   three ``pop909_alignment/`` files), with paths relative to the data root.
 * ``MANIFEST.json``: versions, file counts, sizes and SHA-256 of the wheels and the archive.
 
+``make gpu-check`` later derives ``site/`` (installed wheels) and ``data/`` (unpacked archive) in the
+same folder on the GPU machine; a new pack removes them here so that only ~12 MiB is carried.
+
 Errors (missing data root, a download that fails, a non-pure built wheel) stop with the package or
 file named; a previous pack is replaced only when the new one is complete.
 """
@@ -169,6 +172,8 @@ def pack(out: Path = DEFAULT_OUT, data_root: str | Path | None = None, wheels: b
             log(f"[gpu-pack] {ARCHIVE}: {info['files']} files of {info['songs']} songs, "
                 f"{info['bytes'] / 2**20:.1f} MiB")
         out.mkdir(exist_ok=True)
+        for derived in ("site", "data"):  # made from the pack on the GPU machine: never carried back
+            shutil.rmtree(out / derived, ignore_errors=True)
         for part in ("wheels", ARCHIVE):
             if (tmp / part).exists():
                 target = out / part
