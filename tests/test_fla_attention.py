@@ -13,7 +13,7 @@ import torch
 
 from stripes.nn import attention as attention_mod
 from stripes.nn import fla_attention as fla
-from stripes.nn.attention import MultiHeadAttention, attend_linear, linear_attention
+from stripes.nn.attention import MultiHeadAttention, linear_attention
 from stripes.pe import build_pe
 from tests.test_attention import quadratic_reference
 
@@ -84,16 +84,17 @@ def test_fla_is_not_importable_here_and_load_kernel_says_how_to_install():
         fla.load_kernel()
 
 
-def test_attend_linear_routes_causal_cuda_calls_to_the_fused_path(monkeypatch):
+def test_linear_attention_routes_causal_cuda_calls_to_the_fused_path(monkeypatch):
     calls = []
     monkeypatch.setattr(attention_mod, "select_impl", lambda impl, x: "fla")
     monkeypatch.setattr(attention_mod, "fused_causal_linear_attention",
                         lambda q, k, v, eps, dtype: calls.append(dtype) or torch.zeros_like(v))
     q, k, v = features()
-    assert attend_linear(q, k, v, impl="auto", dtype=torch.bfloat16).abs().sum() == 0
+    assert linear_attention(q, k, v, impl="auto", dtype=torch.bfloat16).abs().sum() == 0
     assert calls == [torch.bfloat16]
     # non-causal attention always takes the PyTorch path (no kernel needed: two matmuls)
-    assert torch.allclose(attend_linear(q, k, v, causal=False), linear_attention(q, k, v, causal=False))
+    assert torch.allclose(linear_attention(q, k, v, causal=False, impl="auto"),
+                          linear_attention(q, k, v, causal=False, impl="torch"))
 
 
 # ---- the fused path against the float64 reference ------------------------------------------

@@ -116,8 +116,8 @@ def test_correctness_harness_passes_the_torch_path_and_catches_a_fault(monkeypat
     assert row["ok"] and row["max_error"] < 1e-5
     bf16 = correctness.compare("torch", 16, 32, torch.bfloat16, "cpu", b=1, t=70, h=2)
     assert bf16["ok"] and 1e-4 < bf16["max_error"] < correctness.TOLERANCE["bfloat16"]
-    real = correctness.attend_linear
-    monkeypatch.setattr(correctness, "attend_linear", lambda *a, **kw: real(*a, **{**kw, "eps": 1e-1}))
+    real = correctness.linear_attention
+    monkeypatch.setattr(correctness, "linear_attention", lambda *a, **kw: real(*a, **{**kw, "eps": 1e-1}))
     assert not correctness.compare("torch", 16, 32, None, "cpu", b=1, t=70, h=2)["ok"]
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from stripes.nn.attention import (
-    DEFAULT_CHUNK_SIZE, attend_linear, causal_linear_attention_loop, chunked_attention_flops,
+    DEFAULT_CHUNK_SIZE, causal_linear_attention_loop, chunked_attention_flops, linear_attention,
 )
 from stripes.machine import machine_info
 from stripes.pe import build_pe
@@ -145,7 +145,7 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
 
     ``backward=False`` times the forward alone, without autograd (inference, e.g. 64-bar windows).
     ``device``/``impl``/``amp`` serve the GPU check (``stripes.gpu.check``): the linear attention's
-    implementation (``attend_linear``: ``torch`` | ``fla``) and an autocast dtype (bf16): the PE
+    implementation (``linear_attention``: ``torch`` | ``fla``) and an autocast dtype (bf16): the PE
     and SDPA run under autocast, φ and the linear-attention sums in float32, as in the model.
     """
     torch.manual_seed(0)
@@ -175,7 +175,7 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
             if loop:
                 y = causal_linear_attention_loop(fq, fk, v, chunk_size=chunk_size)
             else:
-                y = attend_linear(fq, fk, v, causal=True, chunk_size=chunk_size, impl=impl, dtype=amp)
+                y = linear_attention(fq, fk, v, causal=True, chunk_size=chunk_size, impl=impl, dtype=amp)
         if backward:
             y.backward(grad)
     return step, pe.out_dim

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from stripes.nn.attention import MultiHeadAttention, attend_linear
+from stripes.nn.attention import MultiHeadAttention, linear_attention
 from stripes.pe import build_pe, pe_names
 
 #: Largest relative error accepted (fla's float32 kernels may use TF32 tensor cores: 2^-11).
@@ -57,7 +57,7 @@ def compare(impl: str, f: int, dv: int, amp: torch.dtype | None, device: str, b:
     q, k = F.elu(q_raw) + 1, F.elu(k_raw) + 1
     with torch.autocast(device, dtype=amp, enabled=amp is not None):
         v_in = v.to(amp) if amp is not None else v  # values come out of a bf16 projection
-    y = attend_linear(q, k, v_in, causal=True, impl=impl, dtype=amp)
+    y = linear_attention(q, k, v_in, causal=True, impl=impl, dtype=amp)
     grad = torch.randn(b, t, h, dv, generator=g, device=device)
     got = torch.autograd.grad(y, (q_raw, k_raw, v), grad.to(y.dtype))
     ref = reference(F.elu(q_raw.double()) + 1, F.elu(k_raw.double()) + 1, v)  # its own graph, float64

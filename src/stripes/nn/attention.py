@@ -62,6 +62,8 @@ def linear_attention(
     causal: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     eps: float = 1e-6,
+    impl: str = "torch",
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Linear attention on non-negative features ([S] eq. 3 with 𝖺_mn = φ(q̃_m)·φ(k̃_n)).
 
@@ -71,10 +73,20 @@ def linear_attention(
         causal: if True, position m attends to n ≤ m only; otherwise to all n.
         chunk_size: chunk length C of the causal algorithm (any C ≥ 1; T need not be a multiple).
         eps: added to the normaliser.
+        impl: ``torch`` (default: this chunked PyTorch computation, the reference), ``fla`` or
+            ``auto`` (``model.attention_impl``): causal attention on CUDA then goes to the fused
+            kernel (``stripes.nn.fla_attention``: numerator in ``dtype``, float32 denominator) when
+            ``select_impl`` says so; non-causal attention and CPU calls always stay here.
+        dtype: the fused kernel's dtype (``kernel_dtype``: bfloat16 under autocast); ignored here.
 
     Returns:
         (B, T, H, Dv) in v's dtype. Internally everything is float32 (or float64 if given).
+
+    Raises:
+        ValueError, RuntimeError, ImportError: see ``select_impl`` (e.g. ``fla`` off CUDA).
     """
+    if causal and select_impl(impl, q_feat) == "fla":
+        return fused_causal_linear_attention(q_feat, k_feat, v, eps=eps, dtype=dtype)
     _check_shapes(q_feat, k_feat, v)
     if chunk_size < 1:
         raise ValueError(f"stripes/nn/attention.py: chunk_size must be >= 1, got {chunk_size}")
@@ -93,27 +105,6 @@ def linear_attention(
         den = (q @ z.unsqueeze(-1)) + eps
         out = num / den
     return out.transpose(1, 2).to(out_dtype)
-
-
-def attend_linear(
-    q_feat: torch.Tensor,
-    k_feat: torch.Tensor,
-    v: torch.Tensor,
-    causal: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    eps: float = 1e-6,
-    impl: str = "auto",
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """``linear_attention`` with the implementation chosen by ``impl`` (``model.attention_impl``).
-
-    Causal attention on CUDA goes to the fused kernel (``stripes.nn.fla_attention``, numerator in
-    ``dtype``, float32 denominator) when ``select_impl`` says so; everything else, and every CPU
-    call, to the PyTorch ``linear_attention`` above. Shapes and result as ``linear_attention``.
-    """
-    if causal and select_impl(impl, q_feat) == "fla":
-        return fused_causal_linear_attention(q_feat, k_feat, v, eps=eps, dtype=dtype)
-    return linear_attention(q_feat, k_feat, v, causal=causal, chunk_size=chunk_size, eps=eps)
 
 
 def _to_chunks(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -372,7 +363,7 @@ class MultiHeadAttention(nn.Module):
     output (before the output projection) for linear attention, where no probability matrix exists.
 
     ``attention_impl`` (``auto | torch | fla``) picks the linear-attention implementation
-    (``attend_linear``). Under autocast (bf16-mixed on GPU), φ and the linear attention's sums run
+    (``linear_attention``'s ``impl``). Under autocast (bf16-mixed on GPU), φ and the linear attention's sums run
     with autocast off, in float32; only the fused kernel's numerator runs in bfloat16 (issue 10).
     """
 
@@ -420,8 +411,8 @@ class MultiHeadAttention(nn.Module):
             fused_dtype = kernel_dtype(x.device.type)
             with torch.autocast(x.device.type, enabled=False):  # φ and the sums in float32
                 q_f, k_f = self.feature_map.forward_qk(q_t, k_t)
-                y = attend_linear(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=self.eps,
-                                  impl=self.attention_impl, dtype=fused_dtype)
+                y = linear_attention(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=self.eps,
+                                     impl=self.attention_impl, dtype=fused_dtype)
             y = F.dropout(y, self.dropout, self.training)
         else:
             y = F.scaled_dot_product_attention(
