@@ -231,6 +231,7 @@ def test_grid_projection_by_hand():
     one = projection.grid_hours(4, 1, **figures, runs=480)
     # 120 batches of 4: each 600 x (4/3) x (210/240) = 700 s; evaluation 480 x 10 s
     assert one["batches_per_gpu"] == 120
+    assert one["runs_per_hour_per_gpu"] == pytest.approx(4 * 3600 / 700)
     assert one["train_hours"] == pytest.approx(120 * 700 / 3600)
     assert one["eval_hours"] == pytest.approx(4800 / 3600)
     eight = projection.grid_hours(4, 8, **figures, runs=480)

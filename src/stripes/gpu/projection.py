@@ -55,12 +55,15 @@ def batch_wall_s(k: int, spot_wall_s: float, spot_tokens: float, run_tokens: flo
 
 def grid_hours(k: int, gpus: int, spot_wall_s: float, spot_tokens: float, run_tokens: float, n_side: int,
                aggregate: dict[int, float], eval_s_per_run: float, runs: int = PAPER_GRID_RUNS) -> dict:
-    """Projected hours of ``runs`` trainings + evaluations on ``gpus`` GPUs with K runs per GPU."""
+    """Projected hours of ``runs`` trainings + evaluations on ``gpus`` GPUs with K runs per GPU, and
+    the training runs finished per hour on one GPU at that K."""
     per_gpu = math.ceil(runs / gpus)
     batches = math.ceil(per_gpu / k)
-    train_s = batches * batch_wall_s(k, spot_wall_s, spot_tokens, run_tokens, n_side, aggregate)
+    batch_s = batch_wall_s(k, spot_wall_s, spot_tokens, run_tokens, n_side, aggregate)
+    train_s = batches * batch_s
     eval_s = per_gpu * eval_s_per_run
     return {"K": k, "gpus": gpus, "runs": runs, "batches_per_gpu": batches,
+            "runs_per_hour_per_gpu": 3600 * k / batch_s,
             "train_hours": train_s / 3600, "eval_hours": eval_s / 3600,
             "total_hours": (train_s + eval_s) / 3600}
 

@@ -172,7 +172,8 @@ def render(results: CheckResults) -> str:
     if r.projection_note:
         lines += [r.projection_note, ""]
     if r.projection is not None:
-        lines += table(r.projection, {"gpus": "GPUs", "K": "K per GPU", "batches_per_gpu": "batches per GPU",
+        lines += table(r.projection, {"gpus": "GPUs", "K": "K per GPU", "runs_per_hour_per_gpu": "runs / h / GPU",
+                                      "batches_per_gpu": "batches per GPU",
                                       "train_hours": "training h", "eval_hours": "evaluation h",
                                       "total_hours": "total h"})
     else:
