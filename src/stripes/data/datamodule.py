@@ -10,7 +10,6 @@ A batch is a dict (the team contract):
 from __future__ import annotations
 
 import multiprocessing
-
 from pathlib import Path
 
 import numpy as np

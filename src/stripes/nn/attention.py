@@ -17,6 +17,10 @@ non-last axis is very slow). The backward pass is written by hand with the same 
 (``_CausalLinearAttention``) so autograd does not store per-op intermediates. No T×T matrix is ever
 built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
 value dtype.
+
+On CUDA, ``linear_attention(..., impl="auto" | "fla")`` hands causal attention to the fused kernel of
+``stripes.nn.fla_attention`` (flash-linear-attention's numerator, the project's float32
+denominator); this PyTorch path stays the reference and the CPU implementation.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def linear_attention(
             ``auto`` (``model.attention_impl``): causal attention on CUDA then goes to the fused
             kernel (``stripes.nn.fla_attention``: numerator in ``dtype``, float32 denominator) when
             ``select_impl`` says so; non-causal attention and CPU calls always stay here.
-        dtype: the fused kernel's dtype (``kernel_dtype``: bfloat16 under autocast); ignored here.
+        dtype: the fused kernel's dtype (``kernel_dtype``: bfloat16 under autocast); the PyTorch
+            path ignores it.
 
     Returns:
         (B, T, H, Dv) in v's dtype. Internally everything is float32 (or float64 if given).
@@ -363,8 +368,9 @@ class MultiHeadAttention(nn.Module):
     output (before the output projection) for linear attention, where no probability matrix exists.
 
     ``attention_impl`` (``auto | torch | fla``) picks the linear-attention implementation
-    (``linear_attention``'s ``impl``). Under autocast (bf16-mixed on GPU), φ and the linear attention's sums run
-    with autocast off, in float32; only the fused kernel's numerator runs in bfloat16 (issue 10).
+    (``linear_attention``'s ``impl``). Under autocast (bf16-mixed on GPU), φ and the linear
+    attention's sums run with autocast off, in float32; only the fused kernel's numerator runs in
+    bfloat16 (issue 10).
     """
 
     def __init__(
