@@ -232,3 +232,24 @@ def test_loss_is_float32_for_bf16_logits():
     assert loss.dtype == torch.float32
     want = torch.nn.functional.binary_cross_entropy_with_logits(logits.double(), target.double())
     assert abs(loss.item() - want.item()) < 1e-6
+
+
+# ---- on a CUDA machine with the gpu extra (skipped elsewhere) --------------------------------
+
+needs_cuda_fla = pytest.mark.skipif(not (torch.cuda.is_available() and fla.fla_available()),
+                                    reason="needs CUDA and fla-core (pip install -e '.[gpu]')")
+
+
+@needs_cuda_fla
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+@pytest.mark.parametrize("f", [2, 16, 64, 128])
+def test_fla_kernel_on_cuda_matches_float64(f, amp):
+    from stripes.gpu.correctness import compare
+
+    row = compare("fla", f, 128, amp, "cuda", t=300)
+    assert row["ok"] and row["finite"], row
+
+
+@needs_cuda_fla
+def test_auto_picks_fla_on_cuda():
+    assert fla.select_impl("auto", torch.zeros(1, device="cuda")) == "fla"

@@ -20,6 +20,8 @@ The result is the same as ``stripes.nn.attention.linear_attention`` (spec §3; [
 Dtype policy (issue 10): φ and the normaliser are float32; the kernel runs in bfloat16 under bf16
 autocast (``trainer=gpu``: ``precision: bf16-mixed``), in float32 otherwise. float16 is refused: the
 numerator reaches T·F·|v| (≈ 5·10⁵ at T = 4096, F = 128, |v| ≈ 1), beyond float16's 65504.
+In float32 (``32-true``) Triton's dot products may run on TF32 tensor cores (its default on
+Ampere and later): relative error ~1e-3, which ``make gpu-check`` measures (section 1).
 
 ``fla`` is imported lazily (it needs Triton and CUDA): CPU installs and CI never import it.
 ``select_impl`` is the dispatch rule of ``model.attention_impl`` (``auto | torch | fla``).
