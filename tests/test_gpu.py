@@ -300,7 +300,8 @@ def test_main_writes_every_section_and_survives_a_failing_one(tmp_path, monkeypa
         {"K": [1, 2, 4, 8], "aggregate_tokens_per_s": [1e5, 1.8e5, 2.4e5, 2.4e5],
          "per_run_tokens_per_s": [1e5, 9e4, 6e4, 3e4], "speedup_vs_k1": [1, 1.8, 2.4, 2.4]}))
 
-    def fake_spot(stages, out, preprocess, results):
+    def fake_spot(stages, out, preprocess, results, impl):
+        assert impl == "torch"
         results.spot_runs = pd.DataFrame({"run": ["a", "b", "c"], "status": ["finished"] * 3, "epochs": [15] * 3,
                                           "global_step": [6780] * 3, "wall_s": [600.0] * 3,
                                           "s_per_epoch": [40.0] * 3})

@@ -11,8 +11,9 @@ The result is the same as ``stripes.nn.attention.linear_attention`` (spec §3; [
 * the denominator is computed here, in float32, with the project's ε: fla's own ``normalize=True``
   stores the running key sum Σ_{n≤m} φ(k̃_n) in the *input* dtype (bfloat16 under mixed precision:
   8 significant bits, so each stored sum is off by up to 2^-9 relative, 0.6% measured at T = 4096
-  in tests/test_fla_attention.py) and adds a hard-coded 1e-10. The float32 sum uses the features exactly as the kernel saw them (after the cast
-  to the kernel dtype), so numerator and denominator weigh the same numbers;
+  in tests/test_fla_attention.py) and adds a hard-coded 1e-10. The float32 sum uses the features
+  exactly as the kernel saw them (after the cast to the kernel dtype), so numerator and denominator
+  weigh the same numbers;
 * feature width F and value width Dv are zero-padded to multiples of 16 (the kernels' smallest tile;
   fla asserts even widths in bf16): zero features add nothing to any dot product, so this is exact,
   and F-StrIPE1's pooled F = 2 runs on the same path as RoPEPool's 64 or RoPE's 128.
