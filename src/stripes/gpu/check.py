@@ -222,7 +222,8 @@ def projection(results, spot_facts: dict) -> None:
         f"From the spot check ({len(runs)} runs side by side, {spot_facts['wall_s']:.0f} s wall for "
         f"{trained / 1e6:.1f} M training tokens per run; a full run is {epochs} × {steps_per_epoch} steps = "
         f"{full / 1e6:.1f} M tokens, curriculum included), the K-per-GPU throughput of section 3 and "
-        f"{figures['eval_s_per_run']:.0f} s of evaluation per run (stripes.gpu.projection). 8 GPUs: the grid split evenly, one sweep per GPU.")
+        f"{figures['eval_s_per_run']:.0f} s of evaluation per run (stripes.gpu.projection). 8 GPUs: the "
+        "grid split evenly, one sweep per GPU.")
 
 
 def main(argv: list[str] | None = None) -> None:
