@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from packaging.version import Version
 
 from stripes.data.annotations import read_split
 from stripes.data.paths import resolve_data_root
@@ -58,7 +59,7 @@ def test_prepare_names_an_incomplete_pack(tmp_path):
 
 def test_pins_come_from_pyproject_and_this_environment():
     extra = pack.extra_pins()
-    assert extra["fla-core"] >= "0.5.1" and set(extra) == {"fla-core", "einops"}
+    assert Version(extra["fla-core"]) >= Version("0.5.1") and set(extra) == {"fla-core", "einops"}  # PRs 594, 875
     pins = pack.wheel_pins()
     assert set(pins) == set(pack.WHEELS) | set(extra)
     assert pins["hydra-core"] == "1.3.8" and pins["antlr4-python3-runtime"].startswith("4.9")
