@@ -77,7 +77,7 @@ def test_merge_closes_the_two_tick_gaps_of_restruck_chords():
     assert summary["NDD"] == pytest.approx(0)  # merging only adds active cells
     assert summary["CS"] == pytest.approx(100 / 8)  # only the first half-measure has onsets
     assert summary["GS"] == pytest.approx(100 * 9 / 16)  # quarter 0 and the 8 odd quarters agree
-    assert summary["SSMD"] == pytest.approx(50 * 14 / 64)  # row and column 0 off the diagonal
+    assert summary["SSMD"] == pytest.approx(25 * 14 / 64)  # row and column 0 off the diagonal
 
 
 def eval_cfg(tmp_path, **overrides):

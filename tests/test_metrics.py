@@ -91,7 +91,7 @@ def test_missing_half_measure():
     # cosines per half-measure: 1, 1, 0, 1
     assert cs == pytest.approx(75.0)
     # target SSM: 16 ones; prediction SSM differs (0 vs 1) at (2,j), (j,2), j != 2: 6 of 16 entries
-    assert ssmd == pytest.approx(50.0 * 6 / 16)
+    assert ssmd == pytest.approx(25.0 * 6 / 16)  # decision 10: x25
     # quarters 0..7: target onsets at 0,2,4,6; prediction at 0,2,6 -> 7 of 8 agree
     assert gs == pytest.approx(87.5)
     # 4 x 6 active sixteenths x 3 pitches = 72; 6 x 3 = 18 missing -> 25 %
@@ -106,8 +106,8 @@ def test_known_onset_pattern():
     cs, ssmd, gs, ndd = all4(t, p)
     # half-measure 0: target 2*e0, prediction e0 -> cos 1; half-measure 1: 0 vs e0 -> cos 0
     assert cs == pytest.approx(50.0)
-    # SSM_t = [[1,0],[0,1]], SSM_p = all ones -> mean |diff| = 2/4 -> x50
-    assert ssmd == pytest.approx(25.0)
+    # SSM_t = [[1,0],[0,1]], SSM_p = all ones -> mean |diff| = 2/4 -> x25 (decision 10)
+    assert ssmd == pytest.approx(12.5)
     # patterns [1,1,0,0] vs [1,0,1,0] -> 2 of 4 agree
     assert gs == pytest.approx(50.0)
     # target active sixteenths {0,1,4}: 3 pitch-sixteenths, prediction misses tick 4 -> 1/3
@@ -222,3 +222,52 @@ def test_threshold_and_merge_hand_case():
     assert binarize.binarize(probs, "threshold_merge", max_gap=3)[:, 3].all()
     with pytest.raises(ValueError, match="unknown binarization"):
         binarize.binarize(probs, "argmax")
+
+
+def _ssmd_slow(target, prediction, k):
+    """Spec §6 + decision 10 with plain loops: 25 · mean over all (u, v) of |SSM_t − SSM_p|."""
+    half = 2 * k
+
+    def vectors(r):
+        out = []
+        for u in range(r.shape[0] // half):
+            v = [0] * 12
+            for t in range(u * half, (u + 1) * half):
+                for pitch in range(128):
+                    if r[t, pitch] and (t == 0 or not r[t - 1, pitch]):
+                        v[pitch % 12] += 1
+            out.append(v)
+        return out
+
+    def cos(a, b):
+        na, nb = sum(x * x for x in a) ** 0.5, sum(x * x for x in b) ** 0.5
+        if na == 0 and nb == 0:
+            return 1.0
+        if na == 0 or nb == 0:
+            return 0.0
+        return sum(x * y for x, y in zip(a, b)) / (na * nb)
+
+    vt, vp = vectors(target), vectors(prediction)
+    n = len(vt)
+    total = sum(abs(cos(vt[i], vt[j]) - cos(vp[i], vp[j])) for i in range(n) for j in range(n))
+    return 25.0 * total / (n * n)
+
+
+def test_ssmd_is_on_the_papers_scale_x25():
+    # decision 10: hand case, target = one chord per half-measure except a silent third one,
+    # prediction = the same chord everywhere. SSM_t has 0 at (2, j != 2) and (j != 2, 2), 1 at (2, 2)
+    # (agreeing silence) -> 6 of 16 entries differ by 1 -> 25 * 6/16 = 9.375 (x50 would be 18.75).
+    p = chords_each_half_measure(4, [60, 64, 67])
+    t = chords_each_half_measure(4, [60, 64, 67], skip=(2,))
+    assert ssm_distance(t, p, K) == pytest.approx(9.375)
+    assert metrics.SSMD_SCALE == 25.0
+    # a silent prediction against a target whose half-measures all differ: SSM_p = all ones,
+    # SSM_t = identity -> 25 * (n^2 - n)/n^2
+    t = roll(32, [(60 + h, 8 * h, 8 * h + 4) for h in range(4)])
+    assert ssm_distance(t, np.zeros_like(t), K) == pytest.approx(25.0 * 12 / 16)
+    # random rolls against the slow loop reference
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        t = rng.random((48, 128)) < 0.02
+        p = rng.random((48, 128)) < 0.02
+        assert ssm_distance(t, p, K) == pytest.approx(_ssmd_slow(t, p, K))

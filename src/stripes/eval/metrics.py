@@ -13,8 +13,10 @@ Definitions (spec §6, decisions 9.6–9.7):
 * chroma-onset vector of a half-measure: number of onsets per pitch class (12-d);
 * cosine of two count vectors: 1 when both are zero (agreeing silence), 0 when exactly one is;
 * **CS** (↑) = 100 · mean over half-measures of cos(target vector, prediction vector);
-* **SSMD** (↓) = 50 · mean |SSM_target − SSM_prediction|, SSM = pairwise cosines of the
-  half-measure vectors of one roll;
+* **SSMD** (↓) = 25 · mean |SSM_target − SSM_prediction|, SSM = pairwise cosines of the
+  half-measure vectors of one roll (spec decision 10: [S]'s values are half of [F]'s, and a silent
+  prediction scores 13.6 on our 16-bar test windows against [S]'s weakest models' 14.65, so [S]'s
+  effective scale is 25, not the 50 its text suggests);
 * **GS** (↑) = 100 · fraction of quarters whose "contains an onset" flags agree;
 * **NDD** (↓) = 100 · Σ_s max(n_t(s) − n_p(s), 0) / Σ_s n_t(s), n(s) = number of distinct pitches
   active at any tick of sixteenth s; 0 when the target is silent.
@@ -143,14 +145,22 @@ def chroma_similarity(target, prediction, ticks_per_quarter: int, mask=None):
     return _finish(100.0 * _masked_mean(cosine_rows(chroma_t, chroma_p), valid, 1), single)
 
 
+#: SSMD = SSMD_SCALE · mean |ΔSSM| (spec decision 10: [S]'s scale; [F]'s values are twice these).
+SSMD_SCALE = 25.0
+
+
 def ssm_distance(target, prediction, ticks_per_quarter: int, mask=None):
-    """SSMD ↓ ([S] §IV-F, Wu & Yang): 50 · mean |SSM_target − SSM_prediction| over half-measures."""
+    """SSMD ↓ ([S] §IV-F, Wu & Yang): 25 · mean |SSM_target − SSM_prediction| over half-measures.
+
+    The mean runs over every (u, v) pair of whole half-measures inside the real ticks, diagonal
+    included; the scale 25 puts values on [S]'s scale (spec decision 10). Range [0, 50].
+    """
     target, prediction, lengths, single = _prepare(target, prediction, mask)
     ssm_t = self_similarity(chroma_onset_vectors(target, ticks_per_quarter))
     ssm_p = self_similarity(chroma_onset_vectors(prediction, ticks_per_quarter))
     valid = _valid_units(lengths, ssm_t.shape[1], _unit_ticks(ticks_per_quarter, 2))
     pair_valid = valid[:, :, None] & valid[:, None, :]
-    return _finish(50.0 * _masked_mean(np.abs(ssm_t - ssm_p), pair_valid, (1, 2)), single)
+    return _finish(SSMD_SCALE * _masked_mean(np.abs(ssm_t - ssm_p), pair_valid, (1, 2)), single)
 
 
 def grooving_pattern(roll: np.ndarray, ticks_per_quarter: int) -> np.ndarray:
