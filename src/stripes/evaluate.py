@@ -7,6 +7,9 @@ NDD on the piano track, and replace that run's rows in ``outputs/results/results
 Per-window values go to ``<run_dir>/eval/windows.csv`` and the first test windows (inputs, targets,
 piano probabilities) to ``<run_dir>/eval/samples.npz`` for :mod:`stripes.eval.samples`.
 
+Evaluation is deterministic (spec decision 12): before each split, every stochastic PE (SPE) is
+seeded with the run's seed, so re-evaluating a checkpoint reproduces its rows exactly.
+
 Runs already in the store are skipped unless ``force=true`` or their checkpoint is newer than their
 rows. A run that cannot be evaluated (unreadable run_info.json, truncated checkpoint, NaN/inf
 weights of a diverged run, a checkpoint saved with another config than config.yaml) is one failed
@@ -37,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from stripes.eval import results as store_lib
 from stripes.eval.predict import predict_and_score, summarize_windows
 from stripes.eval.wandb_log import log_run_metrics
+from stripes.pe.base import seed_stochastic_pes
 from stripes.runs import CONFIG, checkpoint_path, find_runs, load_run
 
 EVAL_DIR = "eval"
@@ -135,6 +139,7 @@ def evaluate_run(run_dir: str | Path, cfg: DictConfig, model=None, run_cfg=None,
                              f"expected {sorted(store_lib.SPLIT_SETTING)}")
         start = time.perf_counter()
         n_samples = int(cfg.samples.n_windows) if split in cfg.samples.splits else 0
+        seed_stochastic_pes(model, keys["seed"])  # decision 12: SPE's noise is seeded per split
         windows, samples = predict_and_score(model, datamodule.predict_dataloader(split),
                                              ticks_per_quarter, binarizations, device, n_samples)
         sample_arrays.update(samples.to_npz_dict(split))

@@ -47,6 +47,21 @@ def build_pe(name: str, num_heads: int, head_dim: int, pos_dim: int, **options) 
         raise TypeError(f"stripes/pe/base.py: bad options {options} for PE {name!r}: {err}") from err
 
 
+def seed_stochastic_pes(model: nn.Module, seed: int | None) -> int:
+    """Seed the noise of every stochastic PE in ``model`` (spec decision 12); returns how many.
+
+    Each module with a ``seed_noise(seed)`` method (SPE) gets ``seed``; None restores the global RNG.
+    Evaluation calls this with the run's seed before each split, so every split's numbers are
+    reproducible and do not depend on which splits were evaluated before it.
+    """
+    count = 0
+    for module in model.modules():
+        if callable(getattr(module, "seed_noise", None)):
+            module.seed_noise(seed)
+            count += 1
+    return count
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 

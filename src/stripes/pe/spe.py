@@ -10,7 +10,9 @@ Gate g_d = σ(γ_d) mixes in positionless noise ε_d ~ N(0,1)^R shared by both s
 and the pooled features (eq. 7) are q̃ = (R·D)^{−1/4} Σ_d q_d q̄_d ∈ R^R (likewise k̃). Hence
     E[q̃_m·k̃_n] = √(R/D) Σ_d q_md k_nd [(1−g_d) (1/2K) Σ_k gains_dk² cos(2π f_dk·(p_m−p_n) + θ_dk) + g_d].
 Z and ε are drawn afresh at every call of ``forward_qk`` (one draw shared by queries, keys, batch
-and time, so causality holds within a call). ``forward`` alone is the key-side transform with its
+and time, so causality holds within a call), from the global RNG during training and from the
+module's own generator once ``seed_noise(seed)`` was called (evaluation, spec decision 12: the same
+checkpoint then gives the same numbers on every evaluation). ``forward`` alone is the key-side transform with its
 own fresh draw; the attention layer always uses ``forward_qk``. Gate logits start at −1 (g ≈ 0.27),
 gains logits at N(0,1) (our choices; [L]'s code is not copied). ``.frequencies``: (H, D, K, P).
 """
@@ -36,6 +38,15 @@ class SineSPE(PositionalEncoding):
         self.gain_logits = nn.Parameter(torch.randn(shape))
         self.gate_logits = nn.Parameter(torch.full((num_heads, head_dim), gate_init)) if gated else None
         self.out_dim = num_realizations
+        self.noise_generator: torch.Generator | None = None
+
+    def seed_noise(self, seed: int | None) -> None:
+        """Draw Z and ε from a CPU generator seeded with ``seed`` (None: back to the global RNG).
+
+        Spec decision 12: evaluation seeds every stochastic PE with the run's seed, so two
+        evaluations of one checkpoint draw the same noise sequence. Not saved in checkpoints.
+        """
+        self.noise_generator = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     @property
     def frequencies(self) -> torch.Tensor:
@@ -43,11 +54,17 @@ class SineSPE(PositionalEncoding):
         return torch.sigmoid(self.freq_logits) / 2
 
     def draw_noise(self, device=None, dtype=torch.float32, generator=None):
-        """Z (H, D·2K, R) with variance 1/(2K) and the gate noise ε (H, D, R) with variance 1."""
+        """Z (H, D·2K, R) with variance 1/(2K) and the gate noise ε (H, D, R) with variance 1.
+
+        ``generator`` defaults to the seeded one of ``seed_noise`` (drawn on the CPU, then moved to
+        ``device``, so a seed gives the same noise on every device); else the global RNG on ``device``.
+        """
+        generator = self.noise_generator if generator is None else generator
         h, d, k, r = self.num_heads, self.head_dim, self.num_sines, self.num_realizations
-        z = torch.randn(h, d * 2 * k, r, device=device, dtype=dtype, generator=generator)
-        eps = torch.randn(h, d, r, device=device, dtype=dtype, generator=generator)
-        return z / math.sqrt(2 * k), eps
+        where = generator.device if generator is not None else device
+        z = torch.randn(h, d * 2 * k, r, device=where, dtype=dtype, generator=generator)
+        eps = torch.randn(h, d, r, device=where, dtype=dtype, generator=generator)
+        return (z / math.sqrt(2 * k)).to(device), eps.to(device)
 
     def transform(self, x: torch.Tensor, pos: torch.Tensor, noise, query: bool) -> torch.Tensor:
         pos = self.check(x, pos)
