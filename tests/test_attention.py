@@ -138,7 +138,7 @@ def test_favor_features_approximate_softmax_kernel():
     w = fmap.directions.double()
     qx, kx = q * f ** -0.25, k * f ** -0.25
     q_shift = (qx @ w.T - 0.5 * (qx * qx).sum(-1, keepdim=True)).amax()
-    k_shift = 0.5 * (w * w).sum(-1).max()
+    k_shift = (kx @ w.T - 0.5 * (kx * kx).sum(-1, keepdim=True)).amax()
     estimate = (phi_q * phi_k).sum() * torch.exp(q_shift + k_shift)
     exact = torch.exp((q * k).sum() / math.sqrt(f))
     assert abs(estimate / exact - 1) < 0.05
@@ -157,6 +157,78 @@ def test_favor_attention_matches_unstabilised_reference_and_is_causal():
     ref = quadratic_reference(raw(q), raw(k), v, True, eps=0.0)
     out = linear_attention(phi_q, phi_k, v, chunk_size=5, eps=0.0)
     assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
+
+
+def _favor_vs_softmax_error(f, m, seeds=3, t=64):
+    """Mean relative L1 error of causal FAVOR+ linear attention (default ε, float32) against exact
+    causal softmax attention with scale 1/√F (SDPA), over ``seeds`` draws of the directions."""
+    g = torch.Generator().manual_seed(0)
+    q, k = (0.5 * torch.randn(1, t, 2, f, generator=g) for _ in range(2))
+    v = torch.randn(1, t, 2, f, generator=g)
+    exact = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True).transpose(1, 2)
+    errors, magnitudes = [], []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        fmap = FavorFeatureMap(f, num_features=m)
+        phi_q, phi_k, log_scale = fmap.features(q, k)
+        y = linear_attention(phi_q, phi_k, v, eps=fmap.scaled_eps(1e-6, log_scale))  # default ε
+        errors.append(((y - exact).abs().mean() / exact.abs().mean()).item())
+        magnitudes.append((y.abs().mean() / exact.abs().mean()).item())
+    return sum(errors) / seeds, sum(magnitudes) / seeds
+
+
+@pytest.mark.parametrize("f", [16, 128])
+def test_favor_with_default_eps_approaches_softmax_attention_as_m_grows(f):
+    # issue 11: with the old constant key shift (−max|w|²/2) φ(k) underflowed and the output was ≈ 0
+    # at F = 128 (relative error 1.0 at every M); the error must fall with M (≈ 1/√M)
+    results = {m: _favor_vs_softmax_error(f, m) for m in (64, 512, 4096)}
+    errors = [results[m][0] for m in (64, 512, 4096)]
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[2] < 0.25 and errors[2] < 0.4 * errors[0], errors
+    assert results[4096][1] == pytest.approx(1.0, abs=0.1)  # output magnitude of exact attention
+
+
+def test_favor_is_causal_with_default_eps_and_its_options_come_from_the_config():
+    torch.manual_seed(2)
+    f, t, cut = 128, 40, 19
+    fmap = FavorFeatureMap(f, num_features=256)
+    q, k, v = (0.5 * torch.randn(1, t, 2, f) for _ in range(3))
+    k2, v2 = k.clone(), v.clone()
+    k2[:, cut + 1:] *= 2.0  # larger future keys move the per-sequence key maximum
+    v2[:, cut + 1:] += 1.0
+    outs = []
+    for keys, values in ((k, v), (k2, v2)):
+        phi_q, phi_k, log_scale = fmap.features(q, keys)
+        outs.append(linear_attention(phi_q, phi_k, values, eps=fmap.scaled_eps(1e-6, log_scale)))
+    y, y2 = outs
+    assert torch.allclose(y[:, : cut + 1], y2[:, : cut + 1], rtol=1e-4, atol=1e-6)
+    # the unscaled ε is the fault: against the shifted features it is large and the past moves
+    y_bad = [linear_attention(*fmap.forward_qk(q, keys), v) for keys in (k, k2)]
+    assert not torch.allclose(y_bad[0][:, : cut + 1], y_bad[1][:, : cut + 1], rtol=1e-4, atol=1e-6)
+    # equal to the unstabilised float64 formula with ε = 1e-6 (a per-query ε tensor, chunked kernel)
+    w = fmap.directions.double()
+    raw = lambda x: torch.exp((x.double() * f ** -0.25) @ w.T
+                              - 0.5 * ((x.double() * f ** -0.25) ** 2).sum(-1, keepdim=True))
+    ref = quadratic_reference(raw(q) / 16, raw(k) / 16, v, True, eps=1e-6)
+    assert torch.allclose(y.double(), ref, rtol=1e-3, atol=1e-5)
+    assert not torch.allclose(y[:, cut + 1:], y2[:, cut + 1:])
+    from omegaconf import OmegaConf
+
+    from stripes.nn.transformer import HarmonizationTransformer
+
+    cfg = OmegaConf.load("conf/model/transformer.yaml")
+    cfg.feature_map, cfg.favor.num_features, cfg.favor.redraw = "favor", 48, True
+    model = HarmonizationTransformer.from_config(OmegaConf.create(
+        {"model": cfg, "pe": {"name": "rope_a"}, "context": {"pos_dim": 1}}))
+    fmaps = [layer.attention.feature_map for layer in model.layers]
+    assert all(fm.out_dim == 48 and fm.redraw for fm in fmaps)
+    before = fmaps[0].directions.clone()
+    model.train()(torch.zeros(1, 8, 256), torch.zeros(1, 8, 1))
+    assert not torch.equal(before, fmaps[0].directions)  # redrawn in training mode
+    before = fmaps[0].directions.clone()
+    model.eval()(torch.zeros(1, 8, 256), torch.zeros(1, 8, 1))
+    assert torch.equal(before, fmaps[0].directions)  # fixed at evaluation
 
 
 def _layer_inputs(t, pos_dim, d_model=16, seed=0):

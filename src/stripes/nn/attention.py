@@ -76,7 +76,9 @@ def linear_attention(
         v: (B, T, H, Dv) values.
         causal: if True, position m attends to n ≤ m only; otherwise to all n.
         chunk_size: chunk length C of the causal algorithm (any C ≥ 1; T need not be a multiple).
-        eps: added to the normaliser.
+        eps: added to the normaliser: a float, or a (B, T, H) tensor of per-query values (a
+            constant: no gradient flows into it; FAVOR+ uses it to keep ε at the scale of its
+            unshifted features, see ``FavorFeatureMap.features``).
         impl: ``torch`` (default: this chunked PyTorch computation, the reference), ``fla`` or
             ``auto`` (``model.attention_impl``): causal attention on CUDA then goes to the fused
             kernel (``stripes.nn.fla_attention``: numerator in ``dtype``, float32 denominator) when
@@ -101,6 +103,11 @@ def linear_attention(
     q = q_feat.to(acc).transpose(1, 2)
     k = k_feat.to(acc).transpose(1, 2)
     val = v.to(acc).transpose(1, 2)
+    if torch.is_tensor(eps):
+        if eps.shape != q_feat.shape[:3]:
+            raise ValueError(f"stripes/nn/attention.py: eps must be a float or (B,T,H) "
+                             f"{tuple(q_feat.shape[:3])}, got {tuple(eps.shape)}")
+        eps = eps.detach().to(acc).transpose(1, 2).unsqueeze(-1)  # (B,H,T,1)
     if causal:
         out = _causal_chunked(q, k, val, chunk_size, eps)
     else:
@@ -193,6 +200,8 @@ class _CausalLinearAttention(torch.autograd.Function):
         norms = _exclusive_scan(kc.sum(dim=2))  # (G, N, F)
         scores = torch.bmm(qf, kf.transpose(1, 2)).tril_()  # (G·N, C, C)
         num = torch.bmm(scores, vf).baddbmm_(qf, states)  # (G·N, C, Dv); in place, no copy
+        if torch.is_tensor(eps):  # (G, T, 1) per-query ε; padded steps get 1 (never 0/0)
+            eps = F.pad(eps, (0, 0, 0, n * c - t), value=1.0).reshape(g * n, c, 1)
         den = torch.baddbmm(scores.sum(-1, keepdim=True), qf, norms.reshape(g * n, f, 1)).add_(eps)
         out = num.div_(den)
         ctx.save_for_backward(qc, kc, vc, out, den.squeeze(-1), scores.view(g, n, c, c), states, norms)
@@ -223,10 +232,13 @@ class _CausalLinearAttention(torch.autograd.Function):
         return unchunk(dq), unchunk(dk), unchunk(d_v), None, None
 
 
-def _causal_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, eps: float):
-    """Chunked causal linear attention on (B,H,T,F)/(B,H,T,Dv) tensors; returns (B,H,T,Dv)."""
+def _causal_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, eps):
+    """Chunked causal linear attention on (B,H,T,F)/(B,H,T,Dv) tensors (ε: float or (B,H,T,1));
+    returns (B,H,T,Dv)."""
     b, h, t, f = q.shape
     flat = lambda x: x.reshape(b * h, t, x.shape[-1])
+    if torch.is_tensor(eps):
+        eps = flat(eps)
     out = _CausalLinearAttention.apply(flat(q), flat(k), flat(v), chunk, eps)
     return out.reshape(b, h, t, -1)
 
@@ -304,18 +316,33 @@ class FavorFeatureMap(nn.Module):
 
     φ(x) = exp(wᵢ·x' − |x'|²/2) / √M with x' = x / F^{1/4} and M orthogonal Gaussian directions
     wᵢ (rows of a (M, F) matrix; blocks of F orthogonal rows rescaled to chi-distributed norms), so
-    E[φ(q)·φ(k)] = exp(q·k/√F). Stabilisation that leaves every attention ratio unchanged: the
-    query exponent subtracts its own row maximum (a per-query factor cancels between numerator and
-    denominator), the key exponent subtracts the constant max|wᵢ|²/2 (a global factor).
-    ``redraw=True`` draws new directions at every training-mode call; otherwise they stay fixed.
+    E[φ(q)·φ(k)] = exp(q·k/√F). Shapes: q, k (B,T,H,F) → φ(q), φ(k) (B,T,H,M), float32 (float64 for
+    float64 input).
+
+    Stabilisation, data-dependent as in Performer's ``softmax_kernel``: the query exponent subtracts
+    its own row maximum (a per-query factor, which cancels between numerator and denominator), the
+    key exponent subtracts its maximum over time and features per (batch, head) (one factor for
+    every key of a sequence), both detached. The largest key feature of a sequence is then exactly
+    1/√M, so the attention denominator stays far above the ε of ``linear_attention`` (a constant bound
+    such as max|wᵢ|²/2, −64 to −88 at F = 128, underflowed φ(k) to 0 in float32 and the output to ≈ 0).
+    Both shifts cancel between numerator and denominator except against ε, so ``features`` also
+    returns log_scale = −(query shift + key shift) per query, and the attention layer adds
+    ε·exp(log_scale) to the shifted normaliser: exactly the unstabilised formula with ε, hence
+    causal although the key maximum spans the whole sequence (future keys change the shift, never
+    the output at earlier steps).
+
+    ``num_features`` = M (spec §3: configurable; ``model.favor.num_features``), ``redraw=True`` draws
+    new directions at every training-mode call (``model.favor.redraw``); otherwise they stay fixed.
     """
 
-    def __init__(self, in_dim: int, num_features: int = 128, redraw: bool = False):
+    def __init__(self, in_dim: int, num_features: int = 256, redraw: bool = False):
         super().__init__()
+        if num_features < 1:
+            raise ValueError(f"stripes/nn/attention.py: FAVOR+ num_features must be >= 1, got {num_features}")
         self.in_dim = in_dim
-        self.out_dim = num_features
-        self.redraw = redraw
-        self.register_buffer("directions", self._draw(in_dim, num_features))
+        self.out_dim = int(num_features)
+        self.redraw = bool(redraw)
+        self.register_buffer("directions", self._draw(in_dim, self.out_dim))
 
     @staticmethod
     def _draw(in_dim: int, num_features: int) -> torch.Tensor:
@@ -328,19 +355,37 @@ class FavorFeatureMap(nn.Module):
         norms = torch.randn(num_features, in_dim).norm(dim=1, keepdim=True)
         return w * norms
 
-    def forward_qk(self, q: torch.Tensor, k: torch.Tensor):
-        if self.redraw and self.training:
-            self.directions = self._draw(self.in_dim, self.out_dim).to(self.directions.device)
+    def exponents(self, q: torch.Tensor, k: torch.Tensor):
+        """Unstabilised exponents wᵢ·x' − |x'|²/2 of queries and keys, (B,T,H,M) each."""
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         w = self.directions.to(acc)
         scale = self.in_dim ** -0.25
         qx, kx = q.to(acc) * scale, k.to(acc) * scale
-        q_exp = qx @ w.T - 0.5 * (qx * qx).sum(-1, keepdim=True)
-        k_exp = kx @ w.T - 0.5 * (kx * kx).sum(-1, keepdim=True)
-        q_exp = q_exp - q_exp.amax(dim=-1, keepdim=True).detach()
-        k_exp = k_exp - 0.5 * (w * w).sum(-1).max()
+        return (qx @ w.T - 0.5 * (qx * qx).sum(-1, keepdim=True),
+                kx @ w.T - 0.5 * (kx * kx).sum(-1, keepdim=True))
+
+    def features(self, q: torch.Tensor, k: torch.Tensor):
+        """(φ(q), φ(k), log_scale): features (B,T,H,M) after the shifts, and log_scale (B,T,H) =
+        −(query shift + key shift), so that φ(q_m)·φ(k_n) = exp(log_scale_m)·φ_raw(q_m)·φ_raw(k_n)."""
+        if self.redraw and self.training:
+            self.directions = self._draw(self.in_dim, self.out_dim).to(self.directions.device)
+        q_exp, k_exp = self.exponents(q, k)
+        q_shift = q_exp.amax(dim=-1, keepdim=True).detach()
+        k_shift = k_exp.amax(dim=(1, 3), keepdim=True).detach()  # over time and features
         norm = self.out_dim ** -0.5
-        return torch.exp(q_exp) * norm, torch.exp(k_exp) * norm
+        log_scale = -(q_shift + k_shift).squeeze(-1)
+        return torch.exp(q_exp - q_shift) * norm, torch.exp(k_exp - k_shift) * norm, log_scale
+
+    @staticmethod
+    def scaled_eps(eps: float, log_scale: torch.Tensor) -> torch.Tensor:
+        """ε·exp(log_scale), (B,T,H): the normaliser's ε on the scale of the shifted features, so the
+        result equals unstabilised attention with ε. log_scale is clamped to ±60 (float32 range)."""
+        return eps * torch.exp(log_scale.clamp(-60.0, 60.0))
+
+    def forward_qk(self, q: torch.Tensor, k: torch.Tensor):
+        """(φ(q), φ(k)), each (B,T,H,M); the shifts are in ``features``' log_scale."""
+        q_f, k_f, _ = self.features(q, k)
+        return q_f, k_f
 
 
 def build_feature_map(name: str, in_dim: int, **options) -> nn.Module:
@@ -416,8 +461,13 @@ class MultiHeadAttention(nn.Module):
         if self.kind == "linear":
             fused_dtype = kernel_dtype(x.device.type)
             with torch.autocast(x.device.type, enabled=False):  # φ and the sums in float32
-                q_f, k_f = self.feature_map.forward_qk(q_t, k_t)
-                y = linear_attention(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=self.eps,
+                if isinstance(self.feature_map, FavorFeatureMap):  # ε on the unshifted features' scale
+                    q_f, k_f, log_scale = self.feature_map.features(q_t, k_t)
+                    eps = self.feature_map.scaled_eps(self.eps, log_scale)
+                else:
+                    q_f, k_f = self.feature_map.forward_qk(q_t, k_t)
+                    eps = self.eps
+                y = linear_attention(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=eps,
                                      impl=self.attention_impl, dtype=fused_dtype)
             y = F.dropout(y, self.dropout, self.training)
         else:

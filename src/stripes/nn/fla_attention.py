@@ -107,13 +107,17 @@ def kernel_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
-def causal_denominator(q_feat: torch.Tensor, k_feat: torch.Tensor, eps: float) -> torch.Tensor:
+def causal_denominator(q_feat: torch.Tensor, k_feat: torch.Tensor,
+                       eps: float | torch.Tensor) -> torch.Tensor:
     """den_m = φ(q̃_m)·Σ_{n≤m} φ(k̃_n) + ε in float32 (float64 if given), shape (B, T, H, 1).
 
-    Args: q_feat, k_feat (B, T, H, F) non-negative features; ε added to the dot product.
+    Args: q_feat, k_feat (B, T, H, F) non-negative features; ε added to the dot product, a float
+    or a (B, T, H) tensor of per-query values (FAVOR+'s rescaled ε, ``FavorFeatureMap.features``).
     """
     acc = torch.float64 if q_feat.dtype == torch.float64 else torch.float32
     k_sum = k_feat.to(acc).cumsum(dim=1)
+    if torch.is_tensor(eps):
+        eps = eps.detach().to(acc).unsqueeze(-1)
     return (q_feat.to(acc) * k_sum).sum(-1, keepdim=True) + eps
 
 
@@ -127,7 +131,7 @@ def fused_causal_linear_attention(
     q_feat: torch.Tensor,
     k_feat: torch.Tensor,
     v: torch.Tensor,
-    eps: float = 1e-6,
+    eps: float | torch.Tensor = 1e-6,
     dtype: torch.dtype | None = None,
     kernel=None,
 ) -> torch.Tensor:

@@ -47,11 +47,13 @@ class EncoderLayer(nn.Module):
         attention: str = "linear",
         feature_map: str = "elu",
         attention_impl: str = "auto",
+        feature_map_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.attention = MultiHeadAttention(
             d_model, num_heads, pe, kind=attention, feature_map=feature_map, dropout=0.0,
             attention_impl=attention_impl,
+            feature_map_options=dict(feature_map_options or {}),
         )
         self.norm_attention = nn.LayerNorm(d_model)
         self.norm_feedforward = nn.LayerNorm(d_model)
@@ -65,6 +67,14 @@ class EncoderLayer(nn.Module):
         return self.norm_feedforward(x + self.dropout(self.feedforward_out(hidden)))
 
 
+def feature_map_config(model_cfg: Any) -> dict:
+    """φ's options from ``model``: ``model.favor`` (num_features, redraw) when φ is FAVOR+, else {}."""
+    if str(model_cfg.get("feature_map", "elu")) != "favor":
+        return {}
+    favor = model_cfg.get("favor", None) or {}
+    return {str(k): v for k, v in dict(favor).items()}
+
+
 class HarmonizationTransformer(nn.Module):
     """Causal encoder mapping melody ⊕ bridge (256) to logits for melody ⊕ bridge ⊕ piano (384).
 
@@ -75,7 +85,8 @@ class HarmonizationTransformer(nn.Module):
         input_dim, output_dim: 256 and 384 in the paper.
         d_model, num_heads, num_layers, d_ff, dropout: spec §5 (512, 4, 2, 512, 0.1).
         attention: "linear" (paper) or "softmax" (reference baseline).
-        feature_map: φ of the linear attention ("elu" = elu + 1, spec §3).
+        feature_map: φ of the linear attention ("elu" = elu + 1, spec §3, or "favor" = FAVOR+).
+        feature_map_options: keyword arguments of φ (FAVOR+: ``num_features`` M, ``redraw``).
         share_pe: one PE module for all layers (default, see module docstring) or one per layer.
         attention_impl: linear-attention implementation, "auto" (fused fla kernel on CUDA when
             installed, else PyTorch), "torch" or "fla" (`stripes.nn.fla_attention.select_impl`).
@@ -97,6 +108,7 @@ class HarmonizationTransformer(nn.Module):
         feature_map: str = "elu",
         share_pe: bool = True,
         attention_impl: str = "auto",
+        feature_map_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if d_model % num_heads != 0:
@@ -126,6 +138,7 @@ class HarmonizationTransformer(nn.Module):
                 attention=attention,
                 feature_map=feature_map,
                 attention_impl=attention_impl,
+                feature_map_options=feature_map_options,
             )
             for _ in range(num_layers)
         )
@@ -151,6 +164,7 @@ class HarmonizationTransformer(nn.Module):
             feature_map=str(model.feature_map),
             share_pe=bool(model.share_pe),
             attention_impl=str(model.get("attention_impl", "auto")),  # absent in older run configs
+            feature_map_options=feature_map_config(model),
         )
 
     def positional_encodings(self) -> list[nn.Module]:
