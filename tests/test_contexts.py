@@ -37,8 +37,9 @@ def track(names, tonic=0, mode=0):
 
 
 def test_registry_and_dims():
-    assert set(CONTEXTS) == {"time", "rep", "key", "bin"}
-    assert {n: c.pos_dim for n, c in CONTEXTS.items()} == {"time": 1, "rep": 1, "key": 1, "bin": 12}
+    assert set(CONTEXTS) == {"time", "rep", "rep_causal", "key", "bin"}
+    assert {n: c.pos_dim for n, c in CONTEXTS.items()} == {"time": 1, "rep": 1, "rep_causal": 1,
+                                                           "key": 1, "bin": 12}
     with pytest.raises(KeyError, match="unknown context"):
         get_context("bar")
 
@@ -66,6 +67,51 @@ def test_rep_hand_worked_ranks():
     from stripes.data.contexts.rep import renumber_by_order
 
     np.testing.assert_array_equal(renumber_by_order(np.array([7, 7, 3, 8, 3])), [1, 1, 0, 2, 0])
+
+
+def test_rep_causal_hand_worked_sequence():
+    # decision 13: order of first appearance up to t
+    from stripes.data.contexts.rep_causal import renumber_by_first_appearance
+
+    np.testing.assert_array_equal(renumber_by_first_appearance(np.array([7, 7, 3, 8, 3, 7])),
+                                  [0, 0, 1, 2, 1, 0])
+    names = ["G:maj", "G:maj", "C:maj", "A:min", "N", "C:maj", "G:maj"]
+    pos = positions_for("rep_causal", *track(names), DB)
+    assert pos.dtype == np.float32 and pos.shape == (7, 1)
+    np.testing.assert_array_equal(pos[:, 0], [0, 0, 1, 2, 3, 1, 0])
+    # the paper's REP on the same window ranks by global id, and its first token depends on the rest
+    assert positions_for("rep", *track(names), DB)[0, 0] != positions_for("rep", *track(names[:1]), DB)[0, 0]
+
+
+def _first_appearance_slow(ids):
+    seen = []
+    out = []
+    for i in ids:
+        if i not in seen:
+            seen.append(i)
+        out.append(seen.index(i))
+    return out
+
+
+def test_rep_causal_never_depends_on_the_future():
+    # changing chords after t never changes positions <= t (random windows of the fake vocabulary);
+    # the paper's REP does change on most of them (the leak that decision 13 removes)
+    rng = np.random.default_rng(0)
+    names = ["C:maj", "D:min", "E:min", "F:maj", "G:maj", "A:min", "N"]
+    rep_changed = 0
+    for trial in range(40):
+        window = list(rng.choice(names, size=24))
+        t = int(rng.integers(0, 23))
+        other = window[: t + 1] + list(rng.choice(names, size=23 - t))
+        for context in ("rep_causal", "rep"):
+            a = positions_for(context, *track(window), DB)[:, 0]
+            b = positions_for(context, *track(other), DB)[:, 0]
+            if context == "rep_causal":
+                np.testing.assert_array_equal(a[: t + 1], b[: t + 1])
+                assert list(a) == _first_appearance_slow([table_id(n) for n in window])
+            else:
+                rep_changed += not np.array_equal(a[: t + 1], b[: t + 1])
+    assert rep_changed > 10
 
 
 def test_key_e_minor_in_d_major_is_d_minor_in_c_major():

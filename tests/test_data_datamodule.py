@@ -97,3 +97,31 @@ def test_collate_pads_shorter_windows():
     assert batch["input"].shape == (2, 5, 256) and batch["song"].tolist() == [5, 3]
     assert batch["mask"].tolist() == [[True] * 5, [True] * 3 + [False] * 2]
     assert batch["target"][1, 3:].sum() == 0 and batch["mask"].dtype == torch.bool
+
+
+def test_test16_matched_keeps_the_16_bar_windows_of_the_test64_songs():
+    # decision 14, on a hand-made window index: song rows 0, 1, 2 have 16-bar windows, only rows 1
+    # and 2 are long enough for a 64-bar window -> the matched set is rows 1 and 2, in order
+    from types import SimpleNamespace
+
+    from stripes.data.datamodule import window_rows
+
+    store = SimpleNamespace(
+        windows={"test16": np.array([[0, 0], [0, 64], [1, 0], [1, 64], [2, 0]]),
+                 "test64": np.array([[1, 0], [2, 0]])},
+        window_length={"test16": 64, "test64": 256})
+    index, length = window_rows(store, "test16_matched", "cache/x")
+    np.testing.assert_array_equal(index, [[1, 0], [1, 64], [2, 0]])
+    assert length == 64
+    with pytest.raises(KeyError, match="cache/x.*'test64'"):
+        window_rows(SimpleNamespace(windows={"test16": store.windows["test16"]},
+                                    window_length={"test16": 64}), "test16_matched", "cache/x")
+
+
+def test_test16_matched_loader_on_the_fixture(dm_factory):
+    # every fake test song has 64-bar windows, so the matched set equals test16 here
+    dm = dm_factory("time")
+    keys = lambda split: [(int(s), int(t)) for b in dm.predict_dataloader(split)  # noqa: E731
+                          for s, t in zip(b["song"], b["start"])]
+    assert keys("test16_matched") == keys("test16") and len(keys("test16")) == 8
+    assert set(s for s, _ in keys("test16_matched")) == set(s for s, _ in keys("test64"))

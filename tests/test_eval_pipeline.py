@@ -116,7 +116,9 @@ def test_evaluate_tables_plots_on_smoke_runs(smoke_runs, tmp_path, monkeypatch):
     cfg = eval_cfg(smoke_runs, results_dir=str(tmp_path / "results"))
     store = evaluate_all(cfg)
     n_rows = len(store)
-    assert n_rows == 2 * 3 * 2 * 4  # runs x splits x binarizations x metrics
+    assert n_rows == 2 * 4 * 2 * 4  # runs x splits (val, test16, test64, test16_matched) x bins x metrics
+    matched = store[store["split"] == "test16_matched"]
+    assert set(matched["setting"]) == {"16-16 matched"}
     assert set(store["seed"]) == {0, 1} and set(store["method"]) == {"RoPE(C)"}
     assert store["value"].notna().all()
     # a second evaluation skips; a forced one replaces the rows instead of adding duplicates
@@ -125,7 +127,7 @@ def test_evaluate_tables_plots_on_smoke_runs(smoke_runs, tmp_path, monkeypatch):
     cfg.splits = ["val", "test16"]
     cfg.run_dir = str(runs[0])
     store = evaluate_all(cfg)
-    assert len(store) == n_rows - 2 * 4  # run 0 lost its test64 rows, nothing was duplicated
+    assert len(store) == n_rows - 2 * 2 * 4  # run 0 lost its test64 and matched rows, no duplicates
     assert (runs[0] / "eval" / "samples.npz").exists() and (runs[0] / "eval" / "windows.csv").exists()
 
     table_cfg = OmegaConf.load(PROJECT / "conf" / "tables.yaml")

@@ -22,7 +22,26 @@ from stripes.data.chords import ChordVocabulary
 from stripes.data.contexts import ChordTrack, get_context
 
 TIME_KEYS = ("input", "target", "positions", "mask")
-SPLITS = ("train", "val", "test16", "test64")
+SPLITS = ("train", "val", "test16", "test64", "test16_matched")
+#: Window sets derived at load time from the cached ones: name -> (windows, songs of). Decision 14:
+#: ``test16_matched`` = the 16-bar test windows of exactly the songs that have 64-bar windows, so
+#: 16-16 and 16-64 compare the same songs (test64 covers only the test songs of >= 64 bars).
+DERIVED_WINDOWS = {"test16_matched": ("test16", "test64")}
+PREDICT_SPLITS = ("val", "test16", "test64", "test16_matched")
+
+
+def window_rows(store: SongStore, window_name: str, folder) -> tuple[np.ndarray, int]:
+    """(index (n, 2) of (song row, start), window length in ticks) of a cached or derived set.
+
+    Raises KeyError naming the cache folder when the set (or a set it derives from) is absent."""
+    base, songs_of = DERIVED_WINDOWS.get(window_name, (window_name, None))
+    for name in (base, songs_of):
+        if name is not None and name not in store.windows:
+            raise KeyError(f"{folder}: no window set {name!r}; has {sorted(store.windows)}")
+    index = store.windows[base]
+    if songs_of is not None:
+        index = index[np.isin(index[:, 0], np.unique(store.windows[songs_of][:, 0]))]
+    return index, store.window_length[base]
 
 
 class WindowDataset(Dataset):
@@ -31,11 +50,7 @@ class WindowDataset(Dataset):
     def __init__(self, folder: str | Path, window_name: str, context: str):
         self.folder, self.window_name, self.context = Path(folder), window_name, get_context(context)
         self._store = None
-        store = self.store
-        if window_name not in store.windows:
-            raise KeyError(f"{folder}: no window set {window_name!r}; has {sorted(store.windows)}")
-        self.index = store.windows[window_name]
-        self.length = store.window_length[window_name]
+        self.index, self.length = window_rows(self.store, window_name, folder)
 
     @property
     def store(self) -> SongStore:
@@ -98,7 +113,7 @@ def _worker_context(workers: int) -> str | None:
 
 
 class POP909DataModule(pl.LightningDataModule):
-    """Train/val/test16/test64 windows of POP909 with one context's positions."""
+    """Train/val/test16/test64 (+ derived test16_matched) windows of POP909 with one context's positions."""
 
     def __init__(self, data: dict, context: str = "time", seed: int = 0):
         super().__init__()
@@ -140,8 +155,8 @@ class POP909DataModule(pl.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def predict_dataloader(self, split: str = "test16") -> DataLoader:
-        if split not in ("val", "test16", "test64"):
-            raise ValueError(f"predict split must be val, test16 or test64, got {split!r}")
+        if split not in PREDICT_SPLITS:
+            raise ValueError(f"predict split must be one of {', '.join(PREDICT_SPLITS)}, got {split!r}")
         return self._loader(split, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

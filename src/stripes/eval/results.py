@@ -14,8 +14,10 @@ context, context_label  ``time|rep|key|bin`` and ``TIME|REP|KEY|BIN``
 lr, seed             ``optim.lr`` and ``seed``
 run_dir              the run directory (the key that re-evaluation replaces)
 checkpoint           ``best`` or ``last``
-split                ``val`` | ``test16`` | ``test64``
-setting              ``16-16`` (val, test16) or ``16-64`` (test64): train bars – test bars
+split                ``val`` | ``test16`` | ``test64`` | ``test16_matched``
+setting              ``16-16`` (val, test16), ``16-64`` (test64): train bars – test bars, or
+                     ``16-16 matched`` (test16_matched: 16-bar windows of the test64 songs,
+                     decision 14; not a paper setting, used by the length claim only)
 binarization         ``threshold`` | ``threshold_merge``
 metric, value        ``CS|SSMD|GS|NDD`` and the mean over the split's windows
 n_windows            number of windows that had a finite value
@@ -55,8 +57,9 @@ STORE_COLUMNS = [
     "checkpoint", "split", "setting", "binarization", "metric", "value", "n_windows",
     "ticks_per_quarter", "evaluated_at",
 ]
-SPLIT_SETTING = {"val": "16-16", "test16": "16-16", "test64": "16-64"}
-TEST_SPLITS = ("test16", "test64")
+MATCHED_SETTING = "16-16 matched"
+SPLIT_SETTING = {"val": "16-16", "test16": "16-16", "test64": "16-64", "test16_matched": MATCHED_SETTING}
+TEST_SPLITS = ("test16", "test64", "test16_matched")
 STORE_NAME = "results"
 LOCK_NAME = "results.lock"
 LOCK_TIMEOUT_S = 600.0
@@ -190,7 +193,7 @@ def select_models(store: pd.DataFrame, metric: str = "CS", split: str = "val") -
 
 
 def selected_test_rows(store: pd.DataFrame, metric: str = "CS", split: str = "val") -> pd.DataFrame:
-    """Test rows (test16, test64) of the selected (lr, binarization) of each (method, context)."""
+    """Test rows (test16, test64, test16_matched) of the selected (lr, binarization) of each (method, context)."""
     chosen = select_models(store, metric, split)
     if chosen.empty:
         return store.iloc[0:0]

@@ -1,8 +1,8 @@
 """Contexts: the positional index p_t fed to the positional encoding [S §IV-D, spec §2].
 
 A context turns a window's per-tick chords and keys (`ChordTrack`) into float positions (T, P):
-TIME (P = 1), REP (P = 1), KEY (P = 1), BIN (P = 12). Adding a context = one module here that
-calls `register` + one ``conf/context/<name>.yaml``.
+TIME (P = 1), REP (P = 1), REP-causal (P = 1, decision 13), KEY (P = 1), BIN (P = 12). Adding a
+context = one module here that calls `register` + one ``conf/context/<name>.yaml``.
 
 For harmonize: `positions_for(name, chord_root, chroma, key_tonic, key_mode, chord_db)`.
 """
@@ -68,6 +68,6 @@ def positions_for(name: str, chord_root, chroma, key_tonic, key_mode, chord_db) 
 
 
 # the built-in contexts register themselves on import
-from stripes.data.contexts import bin, key, rep, time  # noqa: E402,F401
+from stripes.data.contexts import bin, key, rep, rep_causal, time  # noqa: E402,F401
 
 __all__ = ["CONTEXTS", "ChordTrack", "Context", "get_context", "positions_for", "register"]
