@@ -18,7 +18,9 @@ EXPERIMENTS = {
     "table3": "fstripe1,ropepool",
     "fstripe_table1": "nope,spe,fstripe",
     "fstripe1_unpooled": "fstripe1",
+    "rep_causal": "rope_c,fstripe1,ropepool",
 }
+CONTEXTS_OF = {"rep_causal": "rep_causal"}  # decision 13 ablation; the others: the paper's four
 
 
 def cfg_for(*overrides: str, hydra: bool = False):
@@ -32,7 +34,9 @@ def test_every_experiment_composes_with_every_profile(profile, experiment):
     cfg = cfg_for(f"profile={profile}", f"experiment={experiment}", hydra=True)
     params = cfg.hydra.sweeper.params
     assert params.pe == EXPERIMENTS[experiment]
-    assert params.context == "time,rep,key,bin"
+    assert params.context == CONTEXTS_OF.get(experiment, "time,rep,key,bin")
+    for context in params.context.split(","):
+        assert (CONF / "context" / f"{context}.yaml").exists()
     assert str(params.seed) == str(cfg.sweep.seeds) and str(params["optim.lr"]) == str(cfg.sweep.lrs)
     assert cfg.experiment_name == experiment and cfg.profile_name == profile
     for group, name in (("pe", p) for p in params.pe.split(",")):

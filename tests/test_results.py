@@ -63,9 +63,9 @@ def test_model_selection_uses_mean_validation_score_over_seeds():
     chosen_ndd = results.select_models(store, "NDD").iloc[0]
     assert chosen_ndd["lr"] == 1e-3 and chosen_ndd["binarization"] == "threshold"
     test = results.selected_test_rows(store, "CS")
-    assert set(test["split"]) == {"test16", "test64"}
+    assert set(test["split"]) == {"test16", "test64", "test16_matched"}
     assert set(test["lr"]) == {1e-4} and set(test["binarization"]) == {"threshold_merge"}
-    assert len(test) == 2 * 2 * 4  # seeds x splits x metrics
+    assert len(test) == 2 * 3 * 4  # seeds x splits x metrics
     values = results.seed_values(test)
     np.testing.assert_allclose(values[("RoPE(C)", "BIN", "16-16", "CS")], [11.0, 31.0])
 

@@ -11,14 +11,15 @@ from stripes.eval import tables as tables_lib
 from stripes.eval.claims import PAPER_CONTEXT_ORDER
 
 REFERENCE = "conf/reference/paper_tables.csv"
-CONTEXT_QUALITY = {"TIME": 0.0, "REP": 10.0, "KEY": 20.0, "BIN": 30.0}
+CONTEXT_QUALITY = {"TIME": 0.0, "REP": 10.0, "KEY": 20.0, "BIN": 30.0, "REP-causal": 5.0}
 METHOD_QUALITY = {"RoPE(A)": 0.0, "RoPE(B)": 1.0, "RoPE(C)": 5.0, "F-StrIPE1": 6.0, "RoPEPool": 7.0,
                   "NoPE": -1.0, "SPE": -0.5, "F-StrIPE": 3.0}
 
 
 def synthetic_store(methods=tuple(METHOD_QUALITY), contexts=tuple(CONTEXT_QUALITY), seeds=(0, 1, 2),
-                    lrs=(1e-4, 1e-3)):
-    """quality = context + method + 2 (16-64) + 1 (lr 1e-3, merge); '↓' metrics are 100 - quality."""
+                    lrs=(1e-4, 1e-3), matched_gain=0.0):
+    """quality = context + method + 2 (16-64) + 1 (lr 1e-3, merge) (+ matched_gain on
+    test16_matched); '↓' metrics are 100 - quality."""
     rng = np.random.default_rng(0)
     rows = []
     for method, context, lr, seed in itertools.product(methods, contexts, lrs, seeds):
@@ -27,6 +28,7 @@ def synthetic_store(methods=tuple(METHOD_QUALITY), contexts=tuple(CONTEXT_QUALIT
                 store_lib.SPLIT_SETTING, ("threshold", "threshold_merge"), ("CS", "SSMD", "GS", "NDD")):
             quality = CONTEXT_QUALITY[context] + METHOD_QUALITY[method]
             quality += 2.0 * (split == "test64") + 1.0 * (lr == 1e-3 and binarization == "threshold_merge")
+            quality += matched_gain * (split == "test16_matched")
             quality += rng.normal(0, 0.1)
             value = quality if metric in ("CS", "GS") else 100.0 - quality
             rows.append(dict(experiment="synthetic", pe=method.lower(), pe_label=method, method=method,
@@ -44,7 +46,7 @@ def outputs():
 
 
 def test_selection_picks_lr_and_binarization_on_validation(outputs):
-    assert len(outputs.selection) == len(METHOD_QUALITY) * 4
+    assert len(outputs.selection) == len(METHOD_QUALITY) * len(CONTEXT_QUALITY)
     assert set(outputs.selection["lr"]) == {1e-3}
     assert set(outputs.selection["binarization"]) == {"threshold_merge"}
 
@@ -68,7 +70,8 @@ def test_table_marks_and_best_rope(outputs):
 def test_claims_hold_on_a_store_built_to_satisfy_them(outputs):
     status = {c.id: c.status for c in outputs.claims}
     assert status == {"context_ranking": "holds", "bin_pool_fstripe1_ropec": "holds",
-                      "bin_ropec_dominates_ab": "holds", "length_generalization": "holds"}
+                      "bin_ropec_dominates_ab": "holds", "length_generalization": "holds",
+                      "length_generalization_matched": "holds", "rep_gain_without_leak": "holds"}
     ranking = outputs.claims[0].evidence[0]
     assert ranking.startswith("CS 16-16: " + " > ".join(PAPER_CONTEXT_ORDER[:1]))
 
@@ -85,6 +88,33 @@ def test_claims_detect_violations():
     assert status["context_ranking"] == "does not hold"
     assert status["bin_pool_fstripe1_ropec"] == "does not hold"
     assert status["bin_ropec_dominates_ab"] == "holds"
+
+
+def test_rep_leak_and_matched_length_claims_detect_violations(tmp_path):
+    # REP-causal below TIME: REP's gain (REP 10 > TIME 0) is lost without the leak (decision 13);
+    # the matched 16-bar songs score 3 above test16, so 16-64 (+2) no longer improves on them
+    # although it does on the paper's unmatched settings (decision 14)
+    quality = dict(CONTEXT_QUALITY)
+    CONTEXT_QUALITY["REP-causal"] = -3.0
+    try:
+        store = synthetic_store(matched_gain=3.0)
+    finally:
+        CONTEXT_QUALITY.update(quality)
+    out = tables_lib.build_tables(store, tables_lib.load_reference(REFERENCE))
+    status = {c.id: c.status for c in out.claims}
+    assert status["length_generalization"] == "holds"
+    assert status["length_generalization_matched"] == "does not hold"
+    assert status["rep_gain_without_leak"] == "does not hold"
+    rep_claim = next(c for c in out.claims if c.id == "rep_gain_without_leak")
+    assert rep_claim.evidence[0] == "REP beats TIME in 12 (method, metric) cells; REP-causal also does in 0"
+    # the tables keep the paper's settings; comparison.md gains the two fidelity sections
+    assert "16-16 matched" not in set(out.tables["table_III"]["setting"])
+    assert set(out.tables["table_rep_causal"]["context"]) == {"TIME", "REP", "REP-causal"}
+    tables_lib.write_tables(out, tmp_path)
+    text = (tmp_path / "comparison.md").read_text()
+    assert "### REP without future leakage (decision 13)" in text
+    assert "### Length generalization on matched songs (decision 14)" in text
+    assert (tmp_path / "table_rep_causal.md").exists()
 
 
 def test_comparison_uses_paper_numbers(outputs):

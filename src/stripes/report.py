@@ -14,6 +14,7 @@ SECTIONS = [
     ("Table II: RoPE variants per context", "tables/table_II.md"),
     ("Table III: best RoPE vs F-StrIPE1 vs RoPEPool", "tables/table_III.md"),
     ("F-StrIPE paper, Table I rows: NoPE, SPE, F-StrIPE", "tables/table_fstripe.md"),
+    ("REP vs REP-causal: does REP's gain survive without future leakage?", "tables/table_rep_causal.md"),
     ("Our numbers beside the paper's", "tables/comparison.md"),
     ("Which of the paper's claims hold", "tables/claims.md"),
     ("Attention benchmark", "bench/attention.md"),

@@ -15,6 +15,8 @@ from stripes.eval.stats import block_marks
 
 SETTINGS = ("16-16", "16-64")
 CONTEXTS = ("TIME", "REP", "KEY", "BIN")
+#: Contexts that are not in the paper: shown in ``table_all`` and the ablation tables only.
+ABLATION_CONTEXTS = ("REP-causal",)
 CELL_COLUMNS = ["table", "context", "method", "setting", "metric", "mean", "std", "n_seeds", "values",
                 "lr", "binarization", "best", "mark", "overall_best"]
 

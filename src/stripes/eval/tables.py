@@ -10,9 +10,12 @@ Writes under ``out_dir`` (``outputs/tables``):
 * ``table_III.{md,tex,csv}``: best RoPE per context (by validation score, or ``best_rope`` fixed),
   F-StrIPE1, RoPEPool; bold = best over contexts;
 * ``table_fstripe.{md,tex,csv}``: NoPE, SPE, F-StrIPE per context ([F] Table I rows);
-* ``table_all.{md,csv}``: every method present (ablations included);
+* ``table_rep_causal.{md,tex,csv}``: RoPE(C), F-StrIPE1, RoPEPool on TIME, REP, REP-causal
+  (decision 13);
+* ``table_all.{md,csv}``: every method present (ablations and the REP-causal context included);
 * ``table_selection.{md,csv}``: the selected lr and binarization with their validation score;
-* ``comparison.{md,csv}``: each of our cells beside the paper's (``conf/reference/paper_tables.csv``);
+* ``comparison.{md,csv}``: each of our cells beside the paper's (``conf/reference/paper_tables.csv``),
+  then REP vs REP-causal and the matched-songs length comparison (:mod:`stripes.eval.ablations`);
 * ``claims.{md,json}``: which of the paper's claims hold (:mod:`stripes.eval.claims`).
 """
 
@@ -29,8 +32,9 @@ from omegaconf import DictConfig
 
 from stripes.eval import render
 from stripes.eval import results as store_lib
-from stripes.eval.cells import CONTEXTS, build_cells, table_cells
-from stripes.eval.claims import Claim, check_claims, write_claims
+from stripes.eval.ablations import length_matched_markdown, rep_causal_markdown
+from stripes.eval.cells import ABLATION_CONTEXTS, CONTEXTS, build_cells, table_cells
+from stripes.eval.claims import REP_CAUSAL_METHODS, Claim, check_claims, write_claims
 from stripes.eval.metrics import DIRECTION, METRICS
 
 ROPES = ["RoPE(A)", "RoPE(B)", "RoPE(C)"]
@@ -49,6 +53,7 @@ class TableOutputs:
     selection: pd.DataFrame
     comparison: pd.DataFrame
     claims: list[Claim]
+    table3_layout: dict = None  # context -> the Table III methods (best RoPE, F-StrIPE1, RoPEPool)
 
 
 def best_rope_per_context(selection: pd.DataFrame, metric: str, fixed=None) -> dict[str, str]:
@@ -76,7 +81,8 @@ def layouts(cells: pd.DataFrame, best_rope: dict[str, str]) -> dict[str, dict[st
         "table_II": {c: ROPES for c in CONTEXTS},
         "table_III": {c: [best_rope[c], "F-StrIPE1", "RoPEPool"] for c in CONTEXTS},
         "table_fstripe": {c: FSTRIPE_ROWS for c in CONTEXTS},
-        "table_all": {c: all_methods for c in CONTEXTS},
+        "table_rep_causal": {c: list(REP_CAUSAL_METHODS) for c in ("TIME", "REP", "REP-causal")},
+        "table_all": {c: all_methods for c in CONTEXTS + ABLATION_CONTEXTS},
     }
     out = {}
     for name, layout in wanted.items():
@@ -155,8 +161,8 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
             return "–"
         return f"{mean:.2f} ± {std:.2f}" if np.isfinite(std) else f"{mean:.2f}"
 
-    lines = ["Each cell: ours (paper). Paper numbers from conf/reference/paper_tables.csv; [F] SSMD "
-             "halved to [S]'s ×50 scale. Orderings are comparable at CPU scale, values only at paper "
+    lines = ["Each cell: ours (paper). Paper numbers from conf/reference/paper_tables.csv; SSMD on "
+             "[S]'s scale (25 × mean |ΔSSM|, decision 10), [F]'s SSMD halved to it. Orderings are comparable at CPU scale, values only at paper "
              "scale (spec §7).", ""]
     lines += ["| Table | Context | Method | Setting | " + " | ".join(METRICS) + " |",
               "|---|---|---|---|" + "---:|" * len(METRICS)]
@@ -191,6 +197,7 @@ TITLES = {
     "table_II": "Table II: RoPE variants per context",
     "table_III": "Table III: best RoPE vs F-StrIPE1 vs RoPEPool",
     "table_fstripe": "[F] Table I rows: NoPE, SPE, F-StrIPE per context",
+    "table_rep_causal": "REP vs REP-causal (decision 13): RoPE(C), F-StrIPE1, RoPEPool",
     "table_all": "All methods per context",
 }
 
@@ -210,7 +217,7 @@ def build_tables(store: pd.DataFrame, reference: pd.DataFrame, selection_metric:
     comparison = comparison_frame(tables, reference)
     table3_layout = {c: [rope[c], "F-StrIPE1", "RoPEPool"] for c in CONTEXTS}
     claims = check_claims(cells, table3_layout, alpha, levene_center)
-    return TableOutputs(cells, tables, selection, comparison, claims)
+    return TableOutputs(cells, tables, selection, comparison, claims, table3_layout)
 
 
 def write_tables(outputs: TableOutputs, out_dir: str | Path) -> list[Path]:
@@ -233,7 +240,10 @@ def write_tables(outputs: TableOutputs, out_dir: str | Path) -> list[Path]:
     outputs.selection.to_csv(out_dir / "table_selection.csv", index=False)
     (out_dir / "table_selection.md").write_text(selection_markdown(outputs.selection))
     outputs.comparison.to_csv(out_dir / "comparison.csv", index=False)
-    (out_dir / "comparison.md").write_text(comparison_markdown(outputs.comparison))
+    extra = [rep_causal_markdown(outputs.cells),
+             length_matched_markdown(outputs.cells, outputs.table3_layout or {})]
+    (out_dir / "comparison.md").write_text(
+        "\n".join([comparison_markdown(outputs.comparison), *[e for e in extra if e]]))
     write_claims(outputs.claims, out_dir)
     written += [out_dir / n for n in ("table_selection.md", "comparison.md", "claims.md")]
     return written
