@@ -159,6 +159,22 @@ def test_favor_attention_matches_unstabilised_reference_and_is_causal():
     assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
 
 
+def test_per_query_eps_tensor_matches_reference_and_gradcheck():
+    q, k, v = positive_inputs(b=1, t=7, h=2, f=3, dv=2)
+    eps = torch.rand(1, 7, 2, dtype=torch.float64) + 0.1  # (B, T, H)
+    for causal in (True, False):
+        out = linear_attention(q, k, v, causal=causal, chunk_size=3, eps=eps)
+        a = torch.einsum("bmhf,bnhf->bhmn", q, k)
+        if causal:
+            a = a * torch.ones(7, 7, dtype=torch.float64).tril()
+        ref = (a @ v.transpose(1, 2)) / (a.sum(-1, keepdim=True) + eps.transpose(1, 2).unsqueeze(-1))
+        assert torch.allclose(out, ref.transpose(1, 2), rtol=1e-10, atol=1e-12)
+    leaves = [x.requires_grad_() for x in (q, k, v)]
+    assert torch.autograd.gradcheck(lambda a, b, c: linear_attention(a, b, c, chunk_size=3, eps=eps), leaves)
+    with pytest.raises(ValueError, match="eps must be"):
+        linear_attention(q, k, v, eps=eps[:, :3])
+
+
 def _favor_vs_softmax_error(f, m, seeds=3, t=64):
     """Mean relative L1 error of causal FAVOR+ linear attention (default ε, float32) against exact
     causal softmax attention with scale 1/√F (SDPA), over ``seeds`` draws of the directions."""

@@ -322,9 +322,9 @@ class FavorFeatureMap(nn.Module):
     Stabilisation, data-dependent as in Performer's ``softmax_kernel``: the query exponent subtracts
     its own row maximum (a per-query factor, which cancels between numerator and denominator), the
     key exponent subtracts its maximum over time and features per (batch, head) (one factor for
-    every key of a sequence), both detached. The largest key feature of a sequence is then exactly
-    1/√M, so the attention denominator stays far above the ε of ``linear_attention`` (a constant bound
-    such as max|wᵢ|²/2, −64 to −88 at F = 128, underflowed φ(k) to 0 in float32 and the output to ≈ 0).
+    every key of a sequence), both detached. The largest query and key features are then exactly
+    1/√M, so nothing underflows in float32 (the former constant key shift max|wᵢ|²/2, 64 to 88 at
+    F = 128, underflowed φ(k) to 0 and the output to ≈ 0; issue 11).
     Both shifts cancel between numerator and denominator except against ε, so ``features`` also
     returns log_scale = −(query shift + key shift) per query, and the attention layer adds
     ε·exp(log_scale) to the shifted normaliser: exactly the unstabilised formula with ε, hence
