@@ -40,3 +40,8 @@ def test_table_on_fake_data(fake_pop909_root, tmp_path):
         written = list(csv.DictReader(f))
     assert float(written[3]["paper_mi"]) == 1.0075
     assert "| BIN | 1.0075 |" in paths[1].read_text()
+    # a context that is not in the paper (decision 13) gets "–" for the paper's value
+    extra = compute_table(folder, "train", contexts=("rep_causal",), progress=False)
+    assert extra[0]["context"] == "REP-causal" and 0 <= extra[0]["mi_all_tracks"] <= np.log(128)
+    text = write_table(extra, paper, tmp_path / "tables2", "note")[1].read_text()
+    assert "| REP-causal | – |" in text

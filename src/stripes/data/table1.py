@@ -87,13 +87,14 @@ def write_table(rows: list[dict], paper: dict[str, float], out_dir: Path, note: 
     md = ["# Table I: mutual information between pitches and context labels (nats)", "", note, "",
           "| Context | Paper [S] | Ours, all tracks | Ours, input tracks | events (all) | labels |",
           "|---|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['context']} | {r['paper_mi']:.4f} | {r['mi_all_tracks']:.4f} | "
+    paper_text = lambda x: f"{x:.4f}" if np.isfinite(x) else "–"  # noqa: E731 (not in the paper)
+    md += [f"| {r['context']} | {paper_text(r['paper_mi'])} | {r['mi_all_tracks']:.4f} | "
            f"{r['mi_input_tracks']:.4f} | {r['events_all_tracks']:,} | {r['labels_all_tracks']} |"
            for r in rows]
     paths[1].write_text("\n".join(md) + "\n")
     tex = [r"\begin{tabular}{lrrr}", r"\toprule",
            r"Context & Paper & Ours (all tracks) & Ours (input tracks) \\", r"\midrule"]
-    tex += [f"{r['context']} & {r['paper_mi']:.4f} & {r['mi_all_tracks']:.4f} & "
+    tex += [f"{r['context']} & {paper_text(r['paper_mi'])} & {r['mi_all_tracks']:.4f} & "
             f"{r['mi_input_tracks']:.4f} \\\\" for r in rows]
     tex += [r"\bottomrule", r"\end{tabular}"]
     paths[2].write_text("\n".join(tex) + "\n")
