@@ -49,9 +49,10 @@ from stripes.harmonize.output import build_midi, chords_csv, midi_bytes, page_pa
 from stripes.harmonize.parts import choose_parts, split_parts
 from stripes.harmonize.structure import estimate_harmony, grid_origin, read_chord_file
 from stripes.harmony import triad_vocabulary
+from stripes.pe.base import seed_stochastic_pes
 from stripes.runs import load_run, read_run_info
 
-STRUCTURE_NEEDS_CHORD_DB = ("rep", "key")
+STRUCTURE_NEEDS_CHORD_DB = ("rep", "rep_causal", "key")
 
 
 class HarmonizeError(RuntimeError):
@@ -161,6 +162,7 @@ def harmonize(input_path: Path, run_dir: Path, out_path: Path, context: str | No
     except (ValueError, KeyError, RuntimeError) as err:
         raise HarmonizeError(f"{run_dir}: checkpoint does not fit this version of the model "
                              f"({err})") from None
+    seed_stochastic_pes(model, int(cfg.get("seed", 0) or 0))  # decision 12: same input, same output
     if str(cfg.get("profile_name", "")) == "smoke":
         say(f"warning: {run_dir} is a smoke run (a few training steps on a tiny model, for tests); "
             f"its accompaniment is not meant to sound good: use a cpu or paper run")
