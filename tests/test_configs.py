@@ -103,3 +103,39 @@ def test_trainer_and_logger_groups(trainer, logger):
 def test_launchers_compose(launcher):
     cfg = cfg_for(f"hydra/launcher={launcher}", hydra=True)
     assert launcher.split("_")[0] in cfg.hydra.launcher._target_.lower()
+
+
+#: optimisation steps per epoch of each profile: the paper's full training split (3610 windows,
+#: batch 8: ceil = 452), the others' `trainer.limit_train_batches`.
+STEPS_PER_EPOCH = {"paper": 452, "cpu": 160, "smoke": 3}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_schedule_peaks_at_the_grid_learning_rate(profile):
+    """Decision 11 on the composed configs: the learning-rate factor reaches exactly 1.0."""
+    from stripes.lit import lr_factor, warmup_steps_for
+
+    cfg = cfg_for(f"profile={profile}")
+    spe = cfg.trainer.limit_train_batches or STEPS_PER_EPOCH[profile]
+    assert spe == STEPS_PER_EPOCH[profile]
+    warm = warmup_steps_for(cfg.optim, spe)
+    total = int(cfg.trainer.max_epochs) * spe
+    assert 0 <= warm < total
+    factors = [lr_factor(s, spe, warm, float(cfg.optim.decay_gamma), int(cfg.optim.decay_every_epochs))
+               for s in range(total)]
+    assert max(factors) == 1.0 and factors.index(1.0) == max(warm - 1, 0)
+
+
+def test_cpu_profile_keeps_the_paper_total_decay():
+    """conf/profile/cpu.yaml: gamma chosen so the final factor matches the paper's (decision 11)."""
+    from stripes.lit import lr_factor, warmup_steps_for
+
+    finals = {}
+    for profile in ("paper", "cpu"):
+        cfg = cfg_for(f"profile={profile}")
+        spe = STEPS_PER_EPOCH[profile]
+        last = int(cfg.trainer.max_epochs) * spe - 1
+        finals[profile] = lr_factor(last, spe, warmup_steps_for(cfg.optim, spe),
+                                    float(cfg.optim.decay_gamma), int(cfg.optim.decay_every_epochs))
+    assert finals["paper"] == pytest.approx(0.85**11)
+    assert finals["cpu"] == pytest.approx(finals["paper"], rel=0.01)

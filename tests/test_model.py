@@ -115,10 +115,26 @@ def test_curriculum_length_is_the_authors_ramp():
     assert curriculum_length(5, 64, 16, 0) == 64  # ramp off
 
 
-def test_lr_factor_warmup_then_per_epoch_decay():
-    # 10 steps per epoch, warm-up over 30 steps (3 epochs), gamma 0.85 per epoch
-    assert lr_factor(0, 10, 30, 0.85, 1) == pytest.approx(1 / 30)
-    assert lr_factor(14, 10, 30, 0.85, 1) == pytest.approx(15 / 30 * 0.85)
-    assert lr_factor(29, 10, 30, 0.85, 1) == pytest.approx(0.85**2)
-    assert lr_factor(55, 10, 30, 0.85, 1) == pytest.approx(0.85**5)
-    assert lr_factor(55, 10, 0, 0.85, 2) == pytest.approx(0.85**2)
+def test_lr_factor_at_the_paper_profile_step_counts():
+    # Spec decision 11 at the paper profile: 452 steps per epoch (3610 windows / batch 8), warm-up
+    # 3 epochs = 1356 steps, gamma 0.85 per epoch counted from the end of the warm-up. Hand-computed:
+    spe, warm, gamma = 452, 3 * 452, 0.85
+    expected = {
+        0: 1 / 1356,                  # first step of the ramp
+        677: 678 / 1356,              # = 0.5, mid-ramp (no decay mixed in)
+        1355: 1.0,                    # last warm-up step: the peak, exactly the grid value
+        1356: 1.0, 1807: 1.0,         # the first epoch after the warm-up is not decayed
+        1808: 0.85,                   # one epoch after the warm-up
+        1356 + 5 * 452: 0.85**5,
+        15 * 452 - 1: 0.85**11,       # last step of epoch 15 (11 decays, 0.167)
+    }
+    for step, value in expected.items():
+        assert lr_factor(step, spe, warm, gamma, 1) == pytest.approx(value, rel=1e-12), step
+    assert lr_factor(1355, spe, warm, gamma, 1) == 1.0
+    # the defect this replaces: warm-up times a decay already running since epoch 0 gave 0.85^2 here
+    assert max(lr_factor(s, spe, warm, gamma, 1) for s in range(15 * spe)) == 1.0
+    # decay every 2 epochs, and no warm-up at all
+    assert lr_factor(1356 + 3 * 452, spe, warm, gamma, 2) == pytest.approx(0.85)
+    assert lr_factor(0, 10, 0, 0.5, 1) == 1.0 and lr_factor(25, 10, 0, 0.5, 1) == 0.25
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        lr_factor(0, 0, 10, 0.85, 1)

@@ -5,13 +5,16 @@ Training recipe ([S] §IV-C, spec §5; the values live in conf/profile/*.yaml an
 * loss: BCE-with-logits on all 384 outputs (melody ⊕ bridge ⊕ piano), averaged over the real
   (unpadded, `batch["mask"]`) ticks;
 * optimiser: Adam (the authors' ICASSP-2024 config; [S] does not name it), no weight decay;
-* learning rate: linear warm-up then per-epoch step decay, computed per optimisation step as
+* learning rate (spec decision 11): linear warm-up to the grid value, *then* a per-epoch step decay
+  counted from the end of the warm-up, computed per optimisation step as
 
-      lr(step) = lr · min(1, (step + 1) / warmup_steps) · γ^⌊epoch / decay_every⌋,
+      lr(step) = lr · (step + 1) / W                              for step < W,
+      lr(step) = lr · γ^⌊⌊(step − W) / steps_per_epoch⌋ / decay_every⌋   for step ≥ W,
 
-  with warmup_steps = `optim.warmup_steps` or, when that is null, `optim.warmup_epochs` · steps per
-  epoch ([S]: "the first three epochs"; the authors' 2024 code: 160 steps). The decay runs from the
-  first epoch, as StepLR(γ = 0.85) beside the warm-up did in the authors' code;
+  with W = `optim.warmup_steps` or, when that is null, `optim.warmup_epochs` · steps per epoch
+  ([S]: "the first three epochs"; the authors' 2024 code: 160 steps). The peak factor is exactly
+  1.0 (reached at step W − 1 and held for one epoch). Multiplying the warm-up by a decay running
+  from epoch 0 instead peaked at 0.85² = 0.72 in the paper profile (decision 11: a bug);
 * gradient clipping: `trainer.gradient_clip_val` (Lightning, by norm; authors' code 0.0005);
 * curriculum over the cropped length ([S] §IV-C "curriculum learning", authors' code):
 
@@ -61,10 +64,32 @@ def curriculum_length(step: int, full_length: int, start_length: int, ramp_steps
 
 
 def lr_factor(step: int, steps_per_epoch: int, warmup_steps: int, gamma: float, decay_every: int) -> float:
-    """Multiplier of the base learning rate at optimisation step `step` (see module docstring)."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    epoch = step // max(1, steps_per_epoch)
-    return warm * gamma ** (epoch // max(1, decay_every))
+    """Multiplier of the base learning rate at optimisation step `step` (0-based; spec decision 11).
+
+    Linear warm-up (step + 1) / warmup_steps for step < warmup_steps, then γ^k with
+    k = ⌊⌊(step − warmup_steps) / steps_per_epoch⌋ / decay_every⌋: the decay epochs are counted
+    from the end of the warm-up, so the factor peaks at exactly 1.0. Dimensionless, in (0, 1].
+
+    Raises:
+        ValueError: steps_per_epoch < 1, decay_every < 1 or warmup_steps < 0.
+    """
+    if steps_per_epoch < 1 or decay_every < 1 or warmup_steps < 0:
+        raise ValueError(
+            f"stripes/lit.py: lr_factor needs steps_per_epoch >= 1, decay_every >= 1, warmup_steps >= 0; "
+            f"got {steps_per_epoch}, {decay_every}, {warmup_steps}"
+        )
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_epochs = (step - warmup_steps) // steps_per_epoch
+    return gamma ** (decay_epochs // decay_every)
+
+
+def warmup_steps_for(optim: Mapping[str, Any], steps_per_epoch: int) -> int:
+    """Warm-up length in optimisation steps: `optim.warmup_steps` when set, else
+    round(`optim.warmup_epochs` · steps_per_epoch) (conf/train.yaml `optim`)."""
+    if optim.get("warmup_steps") is not None:
+        return int(optim["warmup_steps"])
+    return int(round(float(optim["warmup_epochs"]) * steps_per_epoch))
 
 
 class HarmonizationModule(pl.LightningModule):
@@ -169,10 +194,7 @@ class HarmonizationModule(pl.LightningModule):
         max_epochs = max(1, int(self.trainer.max_epochs or 1))
         total = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(1, int(total // max_epochs)) if math.isfinite(total) else 1
-        if optim.get("warmup_steps") is not None:
-            warmup = int(optim.warmup_steps)
-        else:
-            warmup = int(round(float(optim.warmup_epochs) * steps_per_epoch))
+        warmup = warmup_steps_for(optim, steps_per_epoch)
         gamma, every = float(optim.decay_gamma), int(optim.decay_every_epochs)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, steps_per_epoch, warmup, gamma, every)
