@@ -10,6 +10,14 @@ q̃_m·k̃_n is (1/Nf) Σ_d q_md k_nd Σ_ω λ_dω² cos(2π f_dω·(p_m − p_n
 Choices (the papers do not state them): Nf = 8 by default; f ~ N(0, init_scale²) per component
 (cycles per label unit, init_scale 0.05), θ = 0, λ = 1 at initialisation; all three learnable.
 ``.frequencies`` has shape (H, D, Nf, P).
+
+Computation (``pooled_fourier_features``): the sum over d is formed per token as a (1×D)·(D×2Nf)
+product, chunk by chunk over the B·T tokens, so no (B, T, H, D, Nf) tensor is ever built: memory is
+O(B·T·H·(D + Nf)) plus one chunk's (C, H, D, 2Nf) oscillators. The sine is the cosine at the
+angle − π/2, so one ``addmm`` (angles for both) and one ``cos`` give the whole bank; the backward
+pass recomputes it per chunk (one cosine pass, since d cos/dangle is the other slot's value) and
+contracts over tokens with matmuls. Exact (to rounding) against the direct formula in float64
+(tests/test_pe.py).
 """
 
 from __future__ import annotations
@@ -20,6 +28,128 @@ import torch
 from torch import nn
 
 from .base import PositionalEncoding, compute_dtype, register_pe
+
+#: Tokens per chunk of ``pooled_fourier_features``: (C, H·D·2Nf) oscillators live at once
+#: (64 × 8192 float32 = 2 MiB at H = 4, D = 128, Nf = 8). 64 was fastest at T = 8192 on the 2-core
+#: CPU (one thread) among 16/32/64/128 (python -m stripes.bench.attention, F-StrIPE row).
+CHUNK_TOKENS = 16
+
+
+class _PooledFourierFeatures(torch.autograd.Function):
+    """out[n,h,(ω,s)] = Σ_d x[n,h,d] G[h,d,ω] cos(2π f[h,d,ω]·p[n] + θ[h,d,ω] − s·π/2), s ∈ {0,1}.
+
+    Every per-chunk tensor lives in buffers allocated once per call (fresh chunk-sized tensors
+    cost a page fault per 4 KiB on every allocation, which dominated the time)."""
+
+    @staticmethod
+    def forward(ctx, x, pos, frequencies, phases, gains, chunk):
+        n, h, d = x.shape
+        nf = frequencies.shape[2]
+        j = 2 * nf
+        slots = torch.tensor([0.0, -math.pi / 2], dtype=x.dtype, device=x.device)
+        # (P, H·D·Nf·2): each frequency twice (cos slot, sin slot); offsets θ and θ − π/2
+        freq2 = (2 * math.pi * frequencies).permute(3, 0, 1, 2).unsqueeze(-1).expand(-1, h, d, nf, 2)
+        freq2 = freq2.reshape(frequencies.shape[-1], -1)
+        offset = (phases.unsqueeze(-1) + slots).reshape(1, -1)
+        gain2 = gains.unsqueeze(-1).expand(h, d, nf, 2).reshape(1, -1)
+        out = x.new_empty(n, h, j)
+        bank = x.new_empty(min(chunk, n), h * d * j)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            c = stop - start
+            angles = torch.addmm(offset, pos[start:stop], freq2, out=bank[:c])
+            angles.cos_().mul_(gain2)
+            torch.bmm(x[start:stop].view(c * h, 1, d), angles.view(c * h, d, j),
+                      out=out[start:stop].view(c * h, 1, j))
+        ctx.save_for_backward(x, pos, freq2, offset, gain2)
+        ctx.chunk, ctx.nf = chunk, nf
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, pos, freq2, offset, gain2 = ctx.saved_tensors
+        n, h, d = x.shape
+        nf, chunk = ctx.nf, ctx.chunk
+        j = 2 * nf
+        need_x, _, need_f, need_th, need_g = ctx.needs_input_grad[:5]
+        grad = grad.contiguous()
+        # the other slot's upstream gradient: d cos(a)/da = −sin(a) is the other slot's cosine
+        grad_swap = grad.view(n, h, nf, 2).flip(-1).reshape(n, h, j)
+        dx = x.new_empty(n, h, d) if need_x else None
+        dgain = x.new_zeros(1, h * d * j) if need_g else None
+        need_angle = need_f or need_th
+        dangle = x.new_zeros(pos.shape[1] + 1, h * d * j) if need_angle else None
+        pos_one = torch.cat([pos, pos.new_ones(n, 1)], dim=1) if need_angle else None  # (N, P + 1)
+        ones = x.new_ones(1, chunk)
+        bank = x.new_empty(min(chunk, n), h * d * j)
+        work = torch.empty_like(bank)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            c = stop - start
+            cosines = torch.addmm(offset, pos[start:stop], freq2, out=bank[:c]).cos_()
+            tmp = work[:c]
+            if need_x:
+                torch.mul(cosines, gain2, out=tmp)
+                torch.bmm(tmp.view(c * h, d, j), grad[start:stop].view(c * h, j, 1),
+                          out=dx[start:stop].view(c * h, d, 1))
+            if not (need_g or need_angle):
+                continue
+            cosines.view(c, h, d, j).mul_(x[start:stop].view(c, h, d, 1))  # x·cos
+            if need_g:
+                torch.mul(cosines.view(c, h, d, j), grad[start:stop].view(c, h, 1, j), out=tmp.view(c, h, d, j))
+                dgain.addmm_(ones[:, :c], tmp)
+            if need_angle:
+                cosines.view(c, h, d, j).mul_(grad_swap[start:stop].view(c, h, 1, j))
+                dangle.addmm_(pos_one[start:stop].T, cosines)
+        dfreq = dphase = dgains = None
+        if need_angle:
+            # Σ_n dL/dangle (and Σ_n p_n dL/dangle): G · (slot-0 minus slot-1 sums of x·cos·g_swap)
+            dangle = dangle.view(-1, h, d, nf, 2)
+            dangle = (dangle[..., 0] - dangle[..., 1]) * gain2.view(h, d, nf, 2)[..., 0]
+            if need_f:
+                dfreq = (2 * math.pi * dangle[:-1]).permute(1, 2, 3, 0)
+            if need_th:
+                dphase = dangle[-1]
+        if need_g:
+            dgains = dgain.view(h, d, nf, 2).sum(-1)
+        return dx, None, dfreq, dphase, dgains, None
+
+
+def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: torch.Tensor,
+                            phases: torch.Tensor | None, gains: torch.Tensor,
+                            chunk_tokens: int | None = None) -> torch.Tensor:
+    """Pooled F-StrIPE features q̃ = Σ_d x_d Ω_d(p) diag(gains_d) ([F] eq. 6, 9 without the 1/√Nf).
+
+    Args:
+        x: (B, T, H, D) queries or keys.
+        pos: (B, T, P) positions (label units); no gradient flows to them.
+        frequencies: (H, D, Nf, P) in cycles per label unit.
+        phases: (H, D, Nf) radians, or None for 0 (the key side).
+        gains: (H, D, Nf).
+        chunk_tokens: tokens per chunk (memory O(chunk · H·D·Nf) for the oscillators); None =
+            ``CHUNK_TOKENS``.
+
+    Returns:
+        (B, T, H, 2Nf), entries 2ω = Σ_d x_d gains_dω cos(2π f_dω·p + θ_dω) and 2ω+1 the sines,
+        in the dtype of x (computed in float32, or float64 for float64 input).
+
+    Raises:
+        ValueError: on mismatched shapes or chunk_tokens < 1.
+    """
+    b, t, h, d = x.shape
+    if frequencies.dim() != 4 or frequencies.shape[:2] != (h, d) or pos.shape != (b, t, frequencies.shape[3]):
+        raise ValueError(f"stripes/pe/fstripe.py: x {tuple(x.shape)}, pos {tuple(pos.shape)} and "
+                         f"frequencies {tuple(frequencies.shape)} do not fit (B,T,H,D), (B,T,P), (H,D,Nf,P)")
+    chunk_tokens = CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
+    if chunk_tokens < 1:
+        raise ValueError(f"stripes/pe/fstripe.py: chunk_tokens must be >= 1, got {chunk_tokens}")
+    acc = compute_dtype(x)
+    phases = torch.zeros_like(gains) if phases is None else phases
+    out = _PooledFourierFeatures.apply(
+        x.to(acc).reshape(b * t, h, d).contiguous(), pos.to(acc).reshape(b * t, -1).contiguous(),
+        frequencies.to(acc), phases.to(acc), gains.to(acc), int(chunk_tokens),
+    )
+    return out.view(b, t, h, -1).to(x.dtype)
 
 
 class FStripe(PositionalEncoding):
@@ -34,16 +164,10 @@ class FStripe(PositionalEncoding):
         self.out_dim = 2 * num_frequencies
 
     def transform(self, x: torch.Tensor, pos: torch.Tensor, query: bool) -> torch.Tensor:
+        """(B,T,H,D), (B,T,P) → (B,T,H,2Nf): [F] eq. 9 pooled, phases on the query side only."""
         pos = self.check(x, pos)
-        acc = compute_dtype(x)
-        angle = 2 * math.pi * self.angles(pos, self.frequencies)  # (B,T,H,D,Nf)
-        if query:
-            angle = angle + self.phases.to(acc)
-        weighted = x.to(acc).unsqueeze(-1) * self.gains.to(acc)  # (B,T,H,D,Nf)
-        cos_part = (weighted * torch.cos(angle)).sum(dim=3)
-        sin_part = (weighted * torch.sin(angle)).sum(dim=3)
-        out = torch.stack([cos_part, sin_part], dim=-1).flatten(-2) / math.sqrt(self.num_frequencies)
-        return out.to(x.dtype)
+        gains = self.gains / math.sqrt(self.num_frequencies)
+        return pooled_fourier_features(x, pos, self.frequencies, self.phases if query else None, gains)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Key-side transform (no phase)."""
