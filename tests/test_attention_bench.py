@@ -1,6 +1,7 @@
 """The attention benchmark on a tiny configuration: files, columns, FLOP fractions, memory probe."""
 
 import pandas as pd
+import pytest
 import torch
 
 from stripes.bench import attention as bench
@@ -26,3 +27,25 @@ def test_peak_memory_probe_sees_a_large_allocation():
     mem = bench.peak_memory_bytes(lambda: torch.ones(64 * 2 ** 20 // 4).sum())
     if mem is not None:  # Linux only
         assert mem >= 48 * 2 ** 20
+
+
+def test_target_columns_flag_slow_methods_and_quadratic_memory():
+    """Hand-made rows: A is 12x SDPA with memory doubling per doubling of T; B is 5x with memory x4."""
+    rows = []
+    for t, sdpa_ms in ((1024, 100.0), (2048, 400.0), (4096, 1600.0)):
+        rows.append({"threads": 1, "method": "sdpa", "label": "softmax", "T": t, "time_ms": sdpa_ms,
+                     "peak_mem_mib": t / 64, "speedup_vs_sdpa": 1.0})
+        rows.append({"threads": 1, "method": "nope", "label": "A", "T": t, "time_ms": sdpa_ms / 12,
+                     "peak_mem_mib": t / 128, "speedup_vs_sdpa": 12.0, "frac_matmul": 0.4})
+        rows.append({"threads": 1, "method": "spe", "label": "B", "T": t, "time_ms": sdpa_ms / 5,
+                     "peak_mem_mib": (t / 1024) ** 2, "speedup_vs_sdpa": 5.0, "frac_matmul": 0.2})
+    frame = bench._add_target_columns(pd.DataFrame(rows)).set_index(["method", "T"])
+    assert frame.loc[("nope", 4096), "meets_speedup"] == True  # noqa: E712
+    assert frame.loc[("spe", 4096), "meets_speedup"] == False  # noqa: E712
+    assert pd.isna(frame.loc[("nope", 2048), "meets_speedup"])  # judged at the longest T only
+    assert frame.loc[("nope", 4096), "mem_growth"] == pytest.approx(2.0)
+    assert frame.loc[("spe", 4096), "mem_growth"] == pytest.approx(4.0)
+    assert frame.loc[("nope", 4096), "memory_linear"] == True  # noqa: E712
+    assert frame.loc[("spe", 4096), "memory_linear"] == False  # noqa: E712
+    lines = bench._targets(frame.reset_index(), [1024, 2048, 4096])
+    assert any("MISSED" in line and "B 5.0×" in line for line in lines)
