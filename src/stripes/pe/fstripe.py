@@ -30,8 +30,9 @@ from torch import nn
 from .base import PositionalEncoding, compute_dtype, register_pe
 
 #: Tokens per chunk of ``pooled_fourier_features``: (C, H·D·2Nf) oscillators live at once
-#: (64 × 8192 float32 = 2 MiB at H = 4, D = 128, Nf = 8). 64 was fastest at T = 8192 on the 2-core
-#: CPU (one thread) among 16/32/64/128 (python -m stripes.bench.attention, F-StrIPE row).
+#: (16 × 8192 float32 = 512 KiB at H = 4, D = 128, Nf = 8). Measured on the 2-core CPU (attention
+#: block at T = 8192, forward + backward, one thread, CPU time): C = 16/32 554–577 ms, 8: 609,
+#: 64: 606–629, 128: 694, 1024: 1563.
 CHUNK_TOKENS = 16
 
 
