@@ -80,8 +80,10 @@ class _ProjectedSinusoids(torch.autograd.Function):
             dcode = torch.bmm(g, z.transpose(1, 2), out=dcode_buf[:, :c])  # dL/dcodes (H, C, J)
             work = work_buf[:, :c]
             if need_x:
-                torch.mul(dcode, cosines, out=work)
-                torch.sum(work.view(h, c, 2 * m, d), dim=2, out=dx[:, start:stop])
+                slots = torch.mul(dcode, cosines, out=work).view(h, c, 2 * m, d)
+                dx_c = torch.add(slots[:, :, 0], slots[:, :, 1], out=dx[:, start:stop])
+                for s in range(2, 2 * m):  # (a sum over the size-2K axis into a slice was 10x slower)
+                    dx_c.add_(slots[:, :, s])
             if need_z:
                 torch.mul(cosines.view(h, c, 2 * m, d), x_c, out=work.view(h, c, 2 * m, d))
                 dz.baddbmm_(work.transpose(1, 2), g)
