@@ -33,7 +33,7 @@ def test_target_columns_flag_slow_methods_and_quadratic_memory():
     """Hand-made rows: A is 12x SDPA with memory doubling per doubling of T; B is 5x with memory x4."""
     rows = []
     for t, sdpa_ms in ((1024, 100.0), (2048, 400.0), (4096, 1600.0)):
-        rows.append({"threads": 1, "method": "sdpa", "label": "softmax", "T": t, "time_ms": sdpa_ms,
+        rows.append({"threads": 1, "method": "sdpa", "label": "softmax", "T": t, "time_ms": sdpa_ms, "cpu_ms": sdpa_ms,
                      "peak_mem_mib": t / 64, "speedup_vs_sdpa": 1.0})
         rows.append({"threads": 1, "method": "nope", "label": "A", "T": t, "time_ms": sdpa_ms / 12,
                      "peak_mem_mib": t / 128, "speedup_vs_sdpa": 12.0, "frac_matmul": 0.4})
@@ -45,6 +45,8 @@ def test_target_columns_flag_slow_methods_and_quadratic_memory():
     assert pd.isna(frame.loc[("nope", 2048), "meets_speedup"])  # judged at the longest T only
     assert frame.loc[("nope", 4096), "mem_growth"] == pytest.approx(2.0)
     assert frame.loc[("spe", 4096), "mem_growth"] == pytest.approx(4.0)
+    assert frame.loc[("nope", 4096), "mem_loglog_slope"] == pytest.approx(1.0)
+    assert frame.loc[("spe", 4096), "mem_loglog_slope"] == pytest.approx(2.0)
     assert frame.loc[("nope", 4096), "memory_linear"] == True  # noqa: E712
     assert frame.loc[("spe", 4096), "memory_linear"] == False  # noqa: E712
     lines = bench._targets(frame.reset_index(), [1024, 2048, 4096])

@@ -39,6 +39,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,9 +60,10 @@ LABELS = {"nope": "NoPE", "rope_a": "RoPE(A)", "rope_b": "RoPE(B)", "rope_c": "R
 #: peak memory linear in T.
 TARGET_METHODS = METHODS
 SPEEDUP_TARGET = 10.0
-#: peak-memory growth per doubling of T above which the memory is not called linear (2.0 = linear,
-#: 4.0 = quadratic; the margin absorbs the allocator's page granularity at small T)
-LINEAR_MEMORY_MAX_GROWTH = 2.5
+#: least-squares slope of log(peak memory) against log(T), over T >= 1024, above which the memory
+#: is not called linear (1 = linear, 2 = quadratic; the margin absorbs the few-MiB noise of the
+#: RSS probe at small T, where single doublings measured 1.2 to 2.6)
+LINEAR_MEMORY_MAX_SLOPE = 1.25
 
 _LIBC = None
 
@@ -214,15 +216,18 @@ def _time_all(lengths, rounds, threads, methods):
             steps[method] = make_step(method, t)
             steps[method][0]()  # warm-up
         times = {method: [] for method in steps}
+        cpu = {method: [] for method in steps}
         for _ in range(rounds):
             for method, (step, _) in steps.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 step()
                 times[method].append(time.perf_counter() - t0)
+                cpu[method].append(time.process_time() - c0)
         for method, (_, width) in steps.items():
             best, median = min(times[method]), statistics.median(times[method])
             rows.append({"threads": threads, "method": method, "label": LABELS[method], "T": t,
-                         "F": width, "time_ms": 1e3 * best, "time_ms_median": 1e3 * median})
+                         "F": width, "time_ms": 1e3 * best, "time_ms_median": 1e3 * median,
+                         "cpu_ms": 1e3 * min(cpu[method])})
             print(f"[bench.attention] threads={threads} T={t:5d} {LABELS[method]:15s} "
                   f"best {1e3 * best:9.2f} ms  median {1e3 * median:9.2f} ms", flush=True)
         del steps
@@ -284,6 +289,8 @@ def run(out_dir: str | Path = "outputs/bench", quick: bool = False,
     frame = pd.DataFrame(rows)
     sdpa = frame[frame.method == "sdpa"].set_index(["threads", "T"]).time_ms
     frame["speedup_vs_sdpa"] = frame.apply(lambda r: sdpa[(r["threads"], r["T"])] / r["time_ms"], axis=1)
+    sdpa_cpu = frame[frame.method == "sdpa"].set_index(["threads", "T"]).cpu_ms
+    frame["speedup_vs_sdpa_cpu"] = frame.apply(lambda r: sdpa_cpu[(r["threads"], r["T"])] / r["cpu_ms"], axis=1)
     frame = _add_target_columns(frame)
     loads = (load_start, load_mid, os.getloadavg())
     frame.to_csv(out / "attention.csv", index=False)
@@ -297,19 +304,23 @@ def run(out_dir: str | Path = "outputs/bench", quick: bool = False,
 
 def _add_target_columns(frame):
     """``mem_growth``: peak memory at T over peak memory at the previous (half) T of the same method
-    and thread count (2.0 = linear); ``meets_speedup`` (linear rows at the longest T: speed-up ≥
-    ``SPEEDUP_TARGET``) and ``memory_linear`` (growth ≤ ``LINEAR_MEMORY_MAX_GROWTH`` from T ≥ 1024
-    on), so the CSV alone says which target each PE meets."""
+    and thread count (2.0 = linear); ``mem_loglog_slope``: slope of log memory against log T over
+    T ≥ 1024 (1 = linear, 2 = quadratic); ``meets_speedup`` (linear rows at the longest T: speed-up
+    ≥ ``SPEEDUP_TARGET``) and ``memory_linear`` (slope ≤ ``LINEAR_MEMORY_MAX_SLOPE``), so the CSV
+    alone says which target each PE meets."""
     frame = frame.sort_values(["threads", "method", "T"], kind="stable")
     previous = frame.groupby(["threads", "method"])["peak_mem_mib"].shift(1)
     frame["mem_growth"] = frame["peak_mem_mib"] / previous.where(previous > 0)
     tmax = frame["T"].max()
     linear = frame["method"] != "sdpa"
     frame["meets_speedup"] = (frame["speedup_vs_sdpa"] >= SPEEDUP_TARGET).where(linear & (frame["T"] == tmax))
-    big = frame[linear & (frame["T"] >= 1024)]
-    ok = big.groupby(["threads", "method"])["mem_growth"].apply(
-        lambda g: None if g.dropna().empty else bool((g.dropna() <= LINEAR_MEMORY_MAX_GROWTH).all()))
-    frame["memory_linear"] = [ok.get((th, m)) if lin else None
+    big = frame[frame["T"] >= 1024].dropna(subset=["peak_mem_mib"])
+    big = big[big["peak_mem_mib"] > 0]
+    slope = big.groupby(["threads", "method"]).apply(
+        lambda g: float(np.polyfit(np.log2(g["T"]), np.log2(g["peak_mem_mib"]), 1)[0]) if len(g) >= 2 else None)
+    frame["mem_loglog_slope"] = [slope.get((th, m)) for th, m in zip(frame["threads"], frame["method"])]
+    frame["memory_linear"] = [(None if slope.get((th, m)) is None else bool(slope[(th, m)] <= LINEAR_MEMORY_MAX_SLOPE))
+                              if lin else None
                               for th, m, lin in zip(frame["threads"], frame["method"], linear)]
     return frame.sort_index()
 
@@ -370,14 +381,17 @@ def _targets(frame, lengths) -> list[str]:
     at_max = targets[targets["T"] == tmax]
     lines.append(f"- ≥{SPEEDUP_TARGET:.0f}× faster than SDPA at T = {tmax}, every PE: " + ", ".join(
         f"{r.label} {r.speedup_vs_sdpa:.1f}×" for r in at_max.itertuples())
-        + f" → {'met' if (at_max.speedup_vs_sdpa >= SPEEDUP_TARGET).all() else 'MISSED for some'}.")
+        + f" → {'met' if (at_max.speedup_vs_sdpa >= SPEEDUP_TARGET).all() else 'MISSED for some'}"
+        + ("" if "speedup_vs_sdpa_cpu" not in at_max else "; in CPU time: " + ", ".join(
+            f"{r.label} {r.speedup_vs_sdpa_cpu:.1f}×" for r in at_max.itertuples())) + ".")
     lines.append(f"- ≥30% of the matmul rate at T = {tmax}: " + ", ".join(
         f"{r.label} {100 * r.frac_matmul:.0f}%" for r in at_max.itertuples())
         + f" → {'met' if (at_max.frac_matmul >= 0.3).all() else 'MISSED for some'}.")
     if "memory_linear" in targets:
         verdict = {True: "yes", False: "NO"}
-        lines.append(f"- Peak memory linear in T (growth ≤ {LINEAR_MEMORY_MAX_GROWTH} per doubling from "
-                     f"T = 1024): " + ", ".join(f"{r.label} {verdict.get(r.memory_linear, 'not measured')}"
+        lines.append(f"- Peak memory linear in T (log-log slope ≤ {LINEAR_MEMORY_MAX_SLOPE} over T ≥ 1024): "
+                     + ", ".join(f"{r.label} {verdict.get(r.memory_linear, 'not measured')} "
+                                 f"({_fmt(r.mem_loglog_slope)})"
                                                 for r in at_max.itertuples())
                      + f" → {'met' if (at_max.memory_linear == True).all() else 'MISSED or not measured for some'}.")  # noqa: E712
     return lines
@@ -411,6 +425,9 @@ def _write_markdown(frame, chunks, path: Path, machine, rates, loads, seconds) -
         lines += _table(sub, lengths, lambda g, t: f"{_fmt(g.time_ms[t], 1)} / {_fmt(g.peak_mem_mib[t], 0)}")
         lines += ["", "Speed-up over causal SDPA (SDPA time / method time):", ""]
         lines += _table(lin, lengths, lambda g, t: f"{g.speedup_vs_sdpa[t]:.2f}×")
+        lines += ["", "The same in process CPU time (best of 5; excludes the time this process waited "
+                  "for a core, so it moves less with other jobs' load):", ""]
+        lines += _table(lin, lengths, lambda g, t: f"{g.speedup_vs_sdpa_cpu[t]:.2f}×")
         lines += ["", f"Achieved GFLOP/s (fraction of the {rates[threads]:.1f} GFLOP/s matmul rate):", ""]
         lines += _table(lin, lengths, lambda g, t: f"{g.gflops[t]:.1f} ({100 * g.frac_matmul[t]:.0f}%)")
         lines += ["", "Targets:", ""] + _targets(sub, lengths)
