@@ -94,7 +94,7 @@ def test_two_kills_resume_to_the_reference_with_every_log_row_and_one_wandb_run(
     # holding every logged row; the killed attempts' folders are set aside
     folders = sorted((run / "wandb").glob("offline-run-*"))
     assert [f.name.rsplit("-", 1)[1] for f in folders] == [info["wandb_id"]]
-    assert len(list((run / "wandb" / "superseded").glob(f"offline-run-*-{info['wandb_id']}"))) == 2
+    assert len(list((run / "wandb" / "superseded").glob(f"offline-run-*-{info['wandb_id']}*"))) == 2
     rows = history(next(folders[0].glob("*.wandb")))
     logged = sorted((r["trainer/global_step"], k, round(v, 5)) for r in rows for k, v in r.items()
                     if k in ("train/loss_step", "val/loss", "lr-Adam"))
@@ -260,3 +260,19 @@ def test_wandb_sync_script_uploads_one_folder_per_run(tmp_path):
     assert synced[:2] == ["sync", "--include-offline"]
     assert [Path(p).relative_to(tmp_path).as_posix() for p in synced[2:]] == [
         "x/r1/wandb/offline-run-20260101_000002-abc", "x/r2/wandb/offline-run-20260101_000003-def"]
+
+
+def test_superseding_two_attempts_started_in_the_same_second_keeps_both(tmp_path):
+    """W&B names offline folders by their start second: a second attempt in the same second must not
+    overwrite the first superseded one (the flake behind 'got 1 superseded folder, expected 2')."""
+    from stripes.run_logs import supersede_offline_runs
+
+    name = "offline-run-20260101_000001-abc"
+    for attempt in ("first", "second"):
+        folder = tmp_path / "wandb" / name
+        folder.mkdir(parents=True)
+        (folder / "attempt.txt").write_text(attempt)
+        supersede_offline_runs(tmp_path, "abc")
+    kept = sorted((tmp_path / "wandb" / "superseded").iterdir())
+    assert [f.name for f in kept] == [name, name + ".1"]
+    assert [(f / "attempt.txt").read_text() for f in kept] == ["first", "second"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -71,13 +70,20 @@ def truncate_metrics(run_dir: str | Path, before_step: int | None) -> int:
 
 
 def supersede_offline_runs(run_dir: str | Path, run_id: str) -> list[Path]:
-    """Move ``wandb/offline-run-*-<run_id>`` folders of earlier attempts to ``wandb/superseded/``."""
+    """Move ``wandb/offline-run-*-<run_id>`` folders of earlier attempts to ``wandb/superseded/``.
+
+    W&B names offline folders by the second they started, so two attempts within one second share
+    a name: an earlier superseded folder is never overwritten, the later one gets a ``.N`` suffix.
+    """
     wandb_dir = Path(run_dir) / "wandb"
     moved = []
     for folder in sorted(wandb_dir.glob(f"offline-run-*-{run_id}")):
         target = wandb_dir / SUPERSEDED / folder.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
+        n = 0
+        while target.exists():
+            n += 1
+            target = wandb_dir / SUPERSEDED / f"{folder.name}.{n}"
         folder.rename(target)
         moved.append(target)
     return moved
