@@ -7,7 +7,7 @@ PROFILE ?= cpu
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data table1 toy bench train sweep evaluate tables plots smoke reproduce demo \
+.PHONY: help setup data table1 toy bench train sweep evaluate tables plots smoke reproduce reproduce-full demo \
         wandb-sync test test-full clean gpu-pack gpu-check
 
 help: ## list the targets
@@ -49,10 +49,13 @@ plots: $(STAMP) ## Fig. 4 and per-context bar charts
 	$(PY) -m stripes.eval.plots $(ARGS)
 
 smoke: $(STAMP) ## the whole reproduce chain on the tiny smoke profile (minutes)
-	$(PY) -m stripes.reproduce profile=smoke 'table1_overrides=["profile=smoke"]' $(ARGS)
+	$(PY) -m stripes.reproduce profile=smoke full=true 'table1_overrides=["profile=smoke"]' $(ARGS)
 
 reproduce: $(STAMP) ## regenerate Tables I-III, Figs. 3-4, samples and outputs/REPORT.md
 	$(PY) -m stripes.reproduce profile=$(PROFILE) $(ARGS)
+
+reproduce-full: $(STAMP) ## make reproduce + the [F] rows (NoPE/SPE/F-StrIPE) and the unpooled F-StrIPE1 ablation
+	$(PY) -m stripes.reproduce profile=$(PROFILE) full=true $(ARGS)
 
 demo: $(STAMP) ## harmonize the shipped example melody with the reproduced checkpoint
 	$(PY) -m stripes.harmonize examples/melody.mid --out outputs/demo/harmonized.mid $(ARGS)

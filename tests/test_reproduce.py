@@ -33,7 +33,7 @@ def test_report_embeds_what_exists_and_names_what_is_missing(tmp_path):
 @pytest.mark.slow
 def test_smoke_chain_end_to_end(fake_pop909_root, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "STRIPES_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "stripes.reproduce", "profile=smoke",
+    command = [sys.executable, "-m", "stripes.reproduce", "profile=smoke", "full=true",
                'table1_overrides=["profile=smoke"]', f"data_root={fake_pop909_root}"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=3000)
@@ -69,3 +69,18 @@ def test_a_sweep_with_failed_jobs_shows_its_summary_in_the_stage_table(tmp_path)
               "stages": [{"name": stage.name, "status": stage.status, "seconds": 1.0, "log": stage.log}]}
     assert "| train:table3 | failed (exit 1): 2 of 8 jobs failed (6 trained) |" in write_report(
         tmp_path, record).read_text()
+
+
+def test_default_chain_trains_tables_and_nope_only_full_adds_the_optional_sweeps():
+    from stripes.reproduce import build_stages, load_config
+
+    default = {s.name: s.args for s in build_stages(load_config(["profile=cpu"]))}
+    train = [name for name in default if name.startswith("train:")]
+    assert train == ["train:table2", "train:table3", "train:fstripe_table1"]
+    assert default["train:fstripe_table1"][:5] == ["stripes.train", "-m", "profile=cpu",
+                                                    "experiment=fstripe_table1", "pe=nope"]
+    full = [s for s in build_stages(load_config(["profile=cpu", "full=true"])) if s.name.startswith("train:")]
+    names = [s.name for s in full]
+    assert names == ["train:table2", "train:table3", "train:fstripe_table1(pe=nope)",
+                     "train:fstripe_table1", "train:fstripe1_unpooled"]
+    assert "pe=nope" not in full[3].args  # the full [F] sweep: NoPE, SPE and F-StrIPE

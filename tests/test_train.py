@@ -19,6 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from stripes.data.datamodule import build_datamodule, crop_batch
+from stripes.eval.curves import read_curves
 from stripes.lit import HarmonizationModule, masked_bce_with_logits
 from stripes.runs import find_runs, load_run, read_run_info, write_run_info
 from stripes.train import build_trainer, train
@@ -147,6 +148,8 @@ def test_deterministic_loss_curve_and_load_run(tmp_path, fake_pop909_root, cache
         _run(fake_pop909_root, cache_dir, run, "trainer.max_epochs=1")
     curves = [pd.read_csv(r / "metrics.csv")["train/loss_step"].dropna().to_numpy() for r in runs]
     assert len(curves[0]) >= 2 and curves[0].tolist() == curves[1].tolist()
+    val = read_curves(runs[0])  # the learning-curve columns (issue 15): densities are fractions
+    assert 0.0 <= val["val/density"].iloc[-1] <= 1.0 and 0.0 < val["val/target_density"].iloc[-1] < 0.5
     for name in ("config.yaml", "run_info.json", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
         assert (runs[0] / name).exists(), name
     info = read_run_info(runs[0])

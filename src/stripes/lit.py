@@ -21,7 +21,8 @@ Training recipe ([S] §IV-C, spec §5; the values live in conf/profile/*.yaml an
       length(step) = start + (T − start) · step / ramp_steps   for step < ramp_steps, else T,
 
   and the batch is cropped to its first `length` ticks (`stripes.data.datamodule.crop_batch`);
-* validation: loss and a cheap CS (sigmoid ≥ 0.5 on the piano track, `stripes.eval.metrics`).
+* validation: loss, a cheap CS (sigmoid ≥ 0.5 on the piano track, `stripes.eval.metrics`) and the
+  piano track's note density (fraction of real tick × pitch cells on), predicted and target.
 
 Each training epoch reseeds the global RNGs and the training sampler's shuffle with (seed, epoch),
 so the shuffle order and dropout of an epoch do not depend on whether the run was resumed.
@@ -158,6 +159,10 @@ class HarmonizationModule(pl.LightningModule):
         pred = (torch.sigmoid(logits[..., PIANO]) >= 0.5).cpu().numpy()
         target = batch["target"][..., PIANO].cpu().numpy() > 0.5
         cs = chroma_similarity(target, pred, self.ticks_per_quarter, mask=batch["mask"].cpu().numpy())
+        real = batch["mask"].cpu().numpy().astype(bool)
+        if real.any():  # fraction of (real tick, pitch) cells switched on: predicted vs target
+            for name, roll in (("val/density", pred), ("val/target_density", target)):
+                self.log(name, float(roll[real].mean()), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         cs = np.asarray(cs, dtype=np.float64)
         if np.isfinite(cs).any():
             self.log(

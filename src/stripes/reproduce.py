@@ -9,6 +9,7 @@ skips finished work itself: the data cache is keyed by its config hash, a run di
 Usage::
 
     python -m stripes.reproduce profile=cpu            # the CPU reproduction (about an hour)
+    python -m stripes.reproduce profile=cpu full=true  # + the [F] rows and the unpooled ablation
     python -m stripes.reproduce profile=smoke          # the same chain, tiny, in minutes
     python -m stripes.reproduce profile=paper          # paper scale (GPU)
     python -m stripes.reproduce profile=smoke data_root=/path/to/data only=[data,table1]
@@ -42,7 +43,12 @@ class Stage:
 
 
 def build_stages(cfg: DictConfig) -> list[Stage]:
-    """The ordered stages for `cfg.profile`, each with the overrides every entry point shares."""
+    """The ordered stages for `cfg.profile`, each with the overrides every entry point shares.
+
+    Training sweeps: `cfg.experiments`, then `cfg.full_experiments` when `cfg.full` is true (the
+    optional [F] rows and ablation that do not fit the cpu profile's time budget; issue 15). Each
+    is `"<experiment> [override ...]"`: the overrides narrow that sweep (e.g. `pe=nope` trains the
+    NoPE row of fstripe_table1 only; a later full sweep skips those finished runs)."""
     data = [f"data.root={cfg.data_root}"] if cfg.data_root else []
     profile = [f"profile={cfg.profile}"]
     extra = list(cfg.extra_overrides)
@@ -51,11 +57,15 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
         Stage("table1", ["stripes.data.table1", *list(cfg.table1_overrides), *data]),
         Stage("toy", ["stripes.toy", *list(cfg.toy_overrides)]),
     ]
-    for experiment in cfg.experiments:
+    experiments = list(cfg.experiments) + (list(cfg.full_experiments) if cfg.full else [])
+    names = [str(sweep).split()[0] for sweep in experiments]
+    for sweep in experiments:
+        experiment, *overrides = str(sweep).split()
+        name = f"train:{experiment}" + (f"({' '.join(overrides)})" if overrides and names.count(experiment) > 1 else "")
         stages.append(
             Stage(
-                f"train:{experiment}",
-                ["stripes.train", "-m", *profile, f"experiment={experiment}", *data, *extra],
+                name,
+                ["stripes.train", "-m", *profile, f"experiment={experiment}", *overrides, *data, *extra],
             )
         )
     stages += [
