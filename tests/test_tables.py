@@ -144,3 +144,14 @@ def test_write_tables_files_and_empty_store(tmp_path, outputs):
     tables_lib.write_tables(empty, tmp_path / "empty")
     assert "No evaluated runs" in (tmp_path / "empty" / "table_III.md").read_text()
     assert {c.status for c in empty.claims} == {"not testable"}
+
+
+def test_default_reproduce_store_without_spe_and_fstripe_rows(tmp_path):
+    """`make reproduce` (issue 15) trains NoPE but not SPE/F-StrIPE: every table is still written."""
+    methods = tuple(m for m in METHOD_QUALITY if m not in ("SPE", "F-StrIPE"))
+    built = tables_lib.build_tables(synthetic_store(methods=methods), tables_lib.load_reference(REFERENCE))
+    tables_lib.write_tables(built, tmp_path)
+    fstripe = pd.read_csv(tmp_path / "table_fstripe.csv")
+    trained = fstripe.dropna(subset=["mean"])
+    assert set(trained["method"]) == {"NoPE"} and set(trained["context"].str.upper()) == set(CONTEXT_QUALITY)
+    assert (tmp_path / "claims.md").exists() and "| BIN | RoPEPool |" in (tmp_path / "table_III.md").read_text()

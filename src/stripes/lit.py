@@ -162,7 +162,8 @@ class HarmonizationModule(pl.LightningModule):
         real = batch["mask"].cpu().numpy().astype(bool)
         if real.any():  # fraction of (real tick, pitch) cells switched on: predicted vs target
             for name, roll in (("val/density", pred), ("val/target_density", target)):
-                self.log(name, float(roll[real].mean()), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+                self.log(name, float(roll[real].mean()), on_step=False, on_epoch=True, batch_size=size,
+                         sync_dist=True)
         cs = np.asarray(cs, dtype=np.float64)
         if np.isfinite(cs).any():
             self.log(

@@ -61,7 +61,8 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     names = [str(sweep).split()[0] for sweep in experiments]
     for sweep in experiments:
         experiment, *overrides = str(sweep).split()
-        name = f"train:{experiment}" + (f"({' '.join(overrides)})" if overrides and names.count(experiment) > 1 else "")
+        narrowed = overrides and names.count(experiment) > 1  # e.g. train:fstripe_table1(pe=nope)
+        name = f"train:{experiment}" + (f"({' '.join(overrides)})" if narrowed else "")
         stages.append(
             Stage(
                 name,
