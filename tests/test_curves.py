@@ -12,7 +12,8 @@ def _write_metrics(run_dir, with_density=True):
     for epoch in range(3):
         for step in range(epoch * 4, epoch * 4 + 4):
             rows.append({"epoch": epoch, "step": step, "train/loss_step": 0.5 - 0.01 * step})
-        val = {"epoch": epoch, "step": epoch * 4 + 3, "val/loss": 0.2 - 0.05 * epoch, "val/cs": 5.0 + 10 * epoch}
+        val = {"epoch": epoch, "step": epoch * 4 + 3,
+               "val/loss": 0.2 - 0.05 * epoch, "val/cs": 5.0 + 10 * epoch}
         if with_density:
             val.update({"val/density": 0.001 * epoch, "val/target_density": 0.04})
         rows.append(val)
@@ -34,7 +35,8 @@ def test_read_curves_keeps_one_validation_row_per_epoch(tmp_path):
 def test_read_curves_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.csv"):
         read_curves(tmp_path)
-    pd.DataFrame({"epoch": [0], "step": [1], "train/loss_step": [0.3]}).to_csv(tmp_path / "metrics.csv", index=False)
+    train_only = pd.DataFrame({"epoch": [0], "step": [1], "train/loss_step": [0.3]})
+    train_only.to_csv(tmp_path / "metrics.csv", index=False)
     with pytest.raises(ValueError, match="val/loss"):
         read_curves(tmp_path)
 

@@ -154,4 +154,5 @@ def test_default_reproduce_store_without_spe_and_fstripe_rows(tmp_path):
     fstripe = pd.read_csv(tmp_path / "table_fstripe.csv")
     trained = fstripe.dropna(subset=["mean"])
     assert set(trained["method"]) == {"NoPE"} and set(trained["context"].str.upper()) == set(CONTEXT_QUALITY)
-    assert (tmp_path / "claims.md").exists() and "| BIN | RoPEPool |" in (tmp_path / "table_III.md").read_text()
+    assert (tmp_path / "claims.md").exists()
+    assert "| BIN | RoPEPool |" in (tmp_path / "table_III.md").read_text()
