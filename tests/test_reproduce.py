@@ -76,11 +76,11 @@ def test_default_chain_trains_tables_and_nope_only_full_adds_the_optional_sweeps
 
     default = {s.name: s.args for s in build_stages(load_config(["profile=cpu"]))}
     train = [name for name in default if name.startswith("train:")]
-    assert train == ["train:table2", "train:table3", "train:fstripe_table1"]
+    assert train == ["train:table2", "train:table3", "train:fstripe_table1", "train:rep_causal"]
     assert default["train:fstripe_table1"][:5] == ["stripes.train", "-m", "profile=cpu",
                                                     "experiment=fstripe_table1", "pe=nope"]
     full = [s for s in build_stages(load_config(["profile=cpu", "full=true"])) if s.name.startswith("train:")]
     names = [s.name for s in full]
-    assert names == ["train:table2", "train:table3", "train:fstripe_table1(pe=nope)",
+    assert names == ["train:table2", "train:table3", "train:fstripe_table1(pe=nope)", "train:rep_causal",
                      "train:fstripe_table1", "train:fstripe1_unpooled"]
-    assert "pe=nope" not in full[3].args  # the full [F] sweep: NoPE, SPE and F-StrIPE
+    assert "pe=nope" not in full[4].args  # the full [F] sweep: NoPE, SPE and F-StrIPE
