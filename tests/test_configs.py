@@ -139,3 +139,23 @@ def test_cpu_profile_keeps_the_paper_total_decay():
                                     float(cfg.optim.decay_gamma), int(cfg.optim.decay_every_epochs))
     assert finals["paper"] == pytest.approx(0.85**11)
     assert finals["cpu"] == pytest.approx(finals["paper"], rel=0.01)
+
+
+@pytest.mark.parametrize("profile, expected", [
+    ("paper", ["threshold", "threshold_merge"]),
+    ("cpu", ["threshold", "threshold_merge", "threshold@0.3", "threshold_merge@0.3",
+             "threshold@0.2", "threshold_merge@0.2"]),
+])
+def test_evaluation_binarization_grid_per_profile(profile, expected):
+    """The paper's grid is spec §5's (0.5 only); the cpu profile adds thresholds 0.3 and 0.2 (issue 15),
+    and that evaluation-only setting leaves a training run's identity unchanged."""
+    from stripes.evaluate import binarization_options
+    from stripes.identity import identity_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"profile={profile}"])
+    options = binarization_options(cfg, ticks_per_quarter=4)
+    assert list(options) == expected
+    assert options[expected[-1]] == ({"thr": 0.2, "max_gap": 1} if profile == "cpu" else {"thr": 0.5, "max_gap": 1})
+    train = cfg_for(f"profile={profile}")
+    assert "binarize" not in identity_config(train)

@@ -271,3 +271,22 @@ def test_ssmd_is_on_the_papers_scale_x25():
         t = rng.random((48, 128)) < 0.02
         p = rng.random((48, 128)) < 0.02
         assert ssm_distance(t, p, K) == pytest.approx(_ssmd_slow(t, p, K))
+
+
+def test_binarization_names_carry_their_threshold():
+    """A store name alone reproduces its roll: bare names at the paper's 0.5, `<method>@<thr>` else."""
+    probs = np.array([[0.6], [0.25], [0.35], [0.1], [0.45]])  # one pitch, five ticks
+    assert binarize.binarization_name("threshold", 0.5) == "threshold"
+    assert binarize.binarization_name("threshold_merge", 0.2) == "threshold_merge@0.2"
+    assert binarize.parse_binarization("threshold_merge@0.3") == ("threshold_merge", 0.3)
+    assert binarize.parse_binarization("threshold") == ("threshold", None)
+    np.testing.assert_array_equal(binarize.binarize(probs, "threshold")[:, 0], [1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(binarize.binarize(probs, "threshold@0.3")[:, 0], [1, 0, 1, 0, 1])
+    # 0.2: ticks 0, 1, 2, 4 on; the one-tick gap at 3 is filled by the merge
+    np.testing.assert_array_equal(binarize.binarize(probs, "threshold_merge@0.2", max_gap=1)[:, 0],
+                                  [1, 1, 1, 1, 1])
+    for bad in ("thresh@0.3", "threshold@x"):
+        with pytest.raises(ValueError, match="binarization"):
+            binarize.parse_binarization(bad)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        binarize.binarization_name("threshold", 1.5)

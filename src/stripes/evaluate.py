@@ -38,6 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from stripes.eval import results as store_lib
+from stripes.eval.binarize import PAPER_THRESHOLD, binarization_name
 from stripes.eval.predict import predict_and_score, summarize_windows
 from stripes.eval.wandb_log import log_run_metrics
 from stripes.pe.base import seed_stochastic_pes
@@ -56,15 +57,21 @@ def run_key(run_dir: str | Path) -> str:
 
 
 def binarization_options(cfg: DictConfig, ticks_per_quarter: int) -> dict[str, dict]:
-    """{name: kwargs} for the configured binarizations; the merge gap is in sixteenth notes."""
-    thr = float(cfg.binarize.threshold)
+    """{name: kwargs} for the configured grid: ``binarize.methods`` × ``binarize.thresholds``
+    (names from ``binarization_name``: bare at the paper's 0.5, ``<method>@<thr>`` otherwise); the
+    merge gap is given in sixteenth notes. Raises ValueError naming conf/evaluate.yaml for an
+    unknown method or a threshold outside (0, 1)."""
+    thresholds = cfg.binarize.get("thresholds") or [PAPER_THRESHOLD]
     max_gap = int(round(cfg.binarize.merge_gap_sixteenths * ticks_per_quarter / 4))
-    options = {"threshold": {"thr": thr}, "threshold_merge": {"thr": thr, "max_gap": max_gap}}
-    unknown = set(cfg.binarize.methods) - set(options)
-    if unknown:
-        raise ValueError(f"conf/evaluate.yaml binarize.methods: unknown {sorted(unknown)}; "
-                         f"expected a subset of {sorted(options)}")
-    return {name: options[name] for name in cfg.binarize.methods}
+    options = {}
+    for thr in thresholds:
+        for method in cfg.binarize.methods:
+            try:
+                name = binarization_name(str(method), float(thr))
+            except ValueError as err:
+                raise ValueError(f"conf/evaluate.yaml binarize: {err}") from None
+            options[name] = {"thr": float(thr)} | ({"max_gap": max_gap} if method == "threshold_merge" else {})
+    return options
 
 
 def run_keys(run_cfg: DictConfig, run_dir: str | Path) -> dict:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 #: Dotted keys that do not change a run's result (paths, logging, sweep bookkeeping, threads).
 RESULT_NEUTRAL = (
     "hydra", "run_name", "runs_root", "experiment_name", "profile_name", "logger", "sweep",
-    "fail_fast", "torch_threads",
+    "fail_fast", "torch_threads", "binarize",  # binarize: the evaluation grid a profile sets
     "data.root", "data.cache_dir", "data.num_workers",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
 )

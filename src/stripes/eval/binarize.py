@@ -6,6 +6,12 @@ Two post-processings are compared in the paper's grid:
 * ``threshold_merge``: the same, then every gap of at most ``max_gap`` inactive cells lying between two
   active cells of the same pitch is filled, so that a note broken by a short dropout becomes one note.
 
+The paper thresholds at 0.5. A profile may add other thresholds to the grid (the cpu profile does,
+issue 15: its small models are under-confident, so notes they are sure of stay below 0.5); the
+threshold is then chosen on validation like the rest of the grid. Such a binarization is named
+``<method>@<thr>`` (e.g. ``threshold_merge@0.2``, :func:`binarization_name`); the plain names mean
+the paper's ``thr``.
+
 Both are vectorised over every axis (no Python loop over pitches or time): the merge finds, for each
 cell, the index of the previous and of the next active cell of its pitch with cumulative max/min.
 Time is the second-to-last axis, pitch the last one: arrays are (T, P) or (..., T, P).
@@ -16,6 +22,29 @@ from __future__ import annotations
 import numpy as np
 
 BINARIZATIONS = ("threshold", "threshold_merge")
+PAPER_THRESHOLD = 0.5
+
+
+def binarization_name(method: str, thr: float = PAPER_THRESHOLD) -> str:
+    """Store name of ``method`` at threshold ``thr``: the bare method at the paper's 0.5, else
+    ``<method>@<thr>`` (``%g``). Raises ValueError for an unknown method or thr outside (0, 1)."""
+    if method not in BINARIZATIONS:
+        raise ValueError(f"unknown binarization {method!r}; expected one of {BINARIZATIONS}")
+    if not 0.0 < float(thr) < 1.0:
+        raise ValueError(f"binarization threshold must lie in (0, 1), got {thr!r}")
+    return method if float(thr) == PAPER_THRESHOLD else f"{method}@{float(thr):g}"
+
+
+def parse_binarization(name: str) -> tuple[str, float | None]:
+    """Inverse of :func:`binarization_name`: (method, threshold), threshold None for a bare name."""
+    method, _, thr = str(name).partition("@")
+    if method not in BINARIZATIONS:
+        raise ValueError(f"unknown binarization {name!r}; expected one of {BINARIZATIONS}, "
+                         f"optionally with '@<threshold>'")
+    try:
+        return method, (float(thr) if thr else None)
+    except ValueError:
+        raise ValueError(f"binarization {name!r}: threshold {thr!r} is not a number") from None
 
 
 def threshold(probs: np.ndarray, thr: float = 0.5) -> np.ndarray:
@@ -53,7 +82,10 @@ def threshold_merge(probs: np.ndarray, max_gap: int, thr: float = 0.5) -> np.nda
 
 
 def binarize(probs: np.ndarray, method: str, thr: float = 0.5, max_gap: int = 0) -> np.ndarray:
-    """Dispatch on ``method`` in :data:`BINARIZATIONS`."""
+    """Dispatch on ``method``: a name in :data:`BINARIZATIONS`, or ``<method>@<thr>``, whose own
+    threshold replaces ``thr`` (so a store's binarization name alone reproduces its roll)."""
+    method, named_thr = parse_binarization(method)
+    thr = thr if named_thr is None else named_thr
     if method == "threshold":
         return threshold(probs, thr)
     if method == "threshold_merge":
