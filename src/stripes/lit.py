@@ -100,7 +100,7 @@ class HarmonizationModule(pl.LightningModule):
         super().__init__()
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
-        self.save_hyperparameters({"cfg": cfg})
+        self.save_hyperparameters({"cfg": cfg}, logger=False)  # W&B gets the config as written (train.py)
         self.cfg = OmegaConf.create(cfg)
         self.model = HarmonizationTransformer.from_config(self.cfg)
         self.ticks_per_quarter = int(self.cfg.data.ticks_per_quarter)

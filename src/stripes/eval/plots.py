@@ -7,12 +7,13 @@ Reads only the results store (and ``outputs/tables/table_I.csv`` for the mutual 
   read from ``table_I.csv`` (written by ``make table1``); when that file is absent the paper's
   Table I values are used and the figure title says so;
 * ``figures/bars_<context>.{png,pdf}``: every method of the context, 4 metrics × both settings;
-* ``samples/<context>/<method>/*.{mid,png}``: see :mod:`stripes.eval.samples`.
+* ``samples/<context>/<method>/*.{mid,png,ogg}`` and ``samples/index.csv``: see :mod:`stripes.eval.samples`.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import hydra
@@ -137,7 +138,7 @@ def _save(fig, out_stem: Path) -> list[Path]:
 
 
 def run(cfg: DictConfig) -> list[Path]:
-    from stripes.eval.samples import write_samples
+    from stripes.eval.samples import sample_options, write_samples
 
     store = store_lib.load_store(cfg.results_dir)
     reference = load_reference(cfg.paper_reference)
@@ -157,29 +158,34 @@ def run(cfg: DictConfig) -> list[Path]:
         if not all_cells.empty and (all_cells["context"] == context).any():
             written += context_bars(all_cells, context, figures / f"bars_{context.lower()}")
     if cfg.samples.enabled:
-        samples = write_samples(store, outputs.selection, cfg.samples.out_dir, cfg.samples.threshold,
-                                cfg.samples.merge_gap_sixteenths, cfg.samples.get("data_root"),
-                                cfg.samples.n_windows)
-        written += samples
-        print(f"[plots] wrote {len(samples)} sample files under {cfg.samples.out_dir}", flush=True)
+        start = time.perf_counter()
+        index = write_samples(store, outputs.selection, cfg.samples.out_dir, **sample_options(cfg.samples))
+        written += [Path(p) for column in ("midi", "png", "audio") for p in index[column]]
+        renderers = ", ".join(sorted(set(index["renderer"]))) or "none"
+        print(f"[plots] wrote {len(index)} samples (midi, png, audio; renderer {renderers}) under "
+              f"{cfg.samples.out_dir} in {time.perf_counter() - start:.0f} s", flush=True)
     print(f"[plots] wrote {len(written)} files", flush=True)
-    log_figures_to_wandb(store, written, cfg.wandb)
+    log_figures_to_wandb(store, written, cfg.wandb, index if cfg.samples.enabled else None)
     return written
 
 
-def log_figures_to_wandb(store: pd.DataFrame, written: list[Path], wandb_cfg) -> None:
-    """Figures into every experiment's summary run; pianorolls only for that experiment's methods."""
-    from stripes.eval.samples import safe_name
+def log_figures_to_wandb(store: pd.DataFrame, written: list[Path], wandb_cfg,
+                         samples: pd.DataFrame | None = None) -> None:
+    """Figures into every experiment's summary run, with the demo grid of that experiment's methods.
+
+    ``samples`` is the sample index (:func:`stripes.eval.samples.write_samples`); each summary run
+    gets a ``wandb.Table`` with one row per (context, window) and audio + pianoroll per method."""
+    from stripes.eval.samples import GROUND_TRUTH
     from stripes.eval.wandb_log import log_summary, wandb_enabled
 
     if not wandb_enabled(wandb_cfg) or store.empty:
         return
-    pngs = [p for p in written if p.suffix == ".png"]
+    images = {str(p.with_suffix("")).replace(os.sep, "/"): p for p in written
+              if p.suffix == ".png" and "samples" not in p.parts}
     for experiment in sorted(set(store["experiment"])):
-        methods = {safe_name(m) for m in set(store.loc[store["experiment"] == experiment, "method"])}
-        images = {str(p.with_suffix("")).replace(os.sep, "/"): p for p in pngs
-                  if "samples" not in p.parts or p.parent.name in methods}
-        log_summary(experiment, {}, images, wandb_cfg)
+        methods = set(store.loc[store["experiment"] == experiment, "method"]) | {GROUND_TRUTH}
+        grid = None if samples is None else samples[samples["method"].isin(methods)]
+        log_summary(experiment, {}, images, wandb_cfg, samples=grid)
 
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="plots")
