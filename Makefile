@@ -7,7 +7,7 @@ PROFILE ?= cpu
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data table1 toy bench train sweep evaluate tables plots smoke reproduce reproduce-full demo \
+.PHONY: help setup data table1 toy bench train sweep evaluate tables plots smoke reproduce reproduce-full demo site \
         wandb-sync test test-full clean gpu-pack gpu-check
 
 help: ## list the targets
@@ -47,6 +47,9 @@ tables: $(STAMP) ## Tables II-III (+ F-StrIPE rows) from the results store
 
 plots: $(STAMP) ## Fig. 4 and per-context bar charts
 	$(PY) -m stripes.eval.plots $(ARGS)
+
+site: $(STAMP) ## the demo page outputs/site/index.html (samples with audio, tables, figures, harmonize demo)
+	$(PY) -m stripes.site $(ARGS)
 
 smoke: $(STAMP) ## the whole reproduce chain on the tiny smoke profile (minutes)
 	$(PY) -m stripes.reproduce profile=smoke full=true 'table1_overrides=["profile=smoke"]' $(ARGS)

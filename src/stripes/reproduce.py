@@ -73,11 +73,44 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
         Stage("evaluate", ["stripes.evaluate", *profile, *data]),
         Stage("tables", ["stripes.eval.tables"]),
         Stage("plots", ["stripes.eval.plots"]),
+        Stage("site", ["stripes.site"]),
     ]
     if cfg.only:
         wanted = set(cfg.only)
         stages = [s for s in stages if s.name in wanted or s.name.split(":")[0] in wanted]
     return stages
+
+
+def stage_estimates(cfg: DictConfig, previous: Path) -> tuple[dict[str, float], str]:
+    """Expected seconds per stage name, and where they come from: the last run of this profile
+    (``stages.json``, stages that finished "ok"), else ``conf/reproduce.yaml`` ``estimates_min``."""
+    if previous.exists():
+        try:
+            record = json.loads(previous.read_text())
+        except (OSError, json.JSONDecodeError):
+            record = {}
+        if record.get("profile") == cfg.profile:
+            seconds = {s["name"]: float(s["seconds"]) for s in record.get("stages", []) if s.get("status") == "ok"}
+            if seconds:
+                return seconds, f"the last {cfg.profile} run"
+    table = (cfg.get("estimates_min") or {}).get(str(cfg.profile)) or {}
+    return {name: 60.0 * float(minutes) for name, minutes in table.items()}, "conf/reproduce.yaml estimates_min"
+
+
+def progress_line(done: list[Stage], pending: list[Stage], elapsed: float, estimates: dict[str, float],
+                  source: str) -> str:
+    """One line after a stage: its outcome, the total elapsed time and an estimate of what remains."""
+    stage = done[-1]
+    n = len(done) + len(pending)
+    line = (f"[reproduce] {len(done)}/{n} {stage.name}: {stage.status} in {stage.seconds / 60:.1f} min; "
+            f"elapsed {elapsed / 60:.1f} min")
+    if pending:
+        known = [estimates[s.name] for s in pending if s.name in estimates]
+        guess = f"~{sum(known) / 60:.0f} min" if known else "unknown"
+        missing = len(pending) - len(known)
+        line += (f"; {len(pending)} stage(s) left, {guess} remaining (from {source}"
+                 + (f"; {missing} stage(s) without an estimate" if known and missing else "") + ")")
+    return line
 
 
 def run_stage(stage: Stage, log_dir: Path, cwd: Path) -> None:
@@ -96,8 +129,8 @@ def run_stage(stage: Stage, log_dir: Path, cwd: Path) -> None:
     sweep = sweep_summary_line(log_path) if code else None  # "[sweep] k of n jobs failed (...)"
     if sweep:
         stage.status += ": " + sweep.removeprefix("[sweep] ")
-    print(f"[reproduce] {stage.name}: {stage.status} in {stage.seconds:.0f} s (log: {log_path})",
-          flush=True)
+    if code != 0:  # the progress line (main) reports the status; point at the log
+        print(f"[reproduce] {stage.name}: see the log {log_path}", flush=True)
 
 
 def sweep_summary_line(log_path: Path) -> str | None:
@@ -129,9 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     log_dir = outputs / "reproduce"
     log_dir.mkdir(parents=True, exist_ok=True)
     stages = build_stages(cfg)
+    estimates, source = stage_estimates(cfg, log_dir / "stages.json")
     started = time.time()
-    for stage in stages:
+    for i, stage in enumerate(stages):
         run_stage(stage, log_dir, cwd)
+        print(progress_line(stages[:i + 1], stages[i + 1:], time.time() - started, estimates, source),
+              flush=True)
         if stage.fatal and stage.status != "ok":
             print(f"[reproduce] stopping: stage '{stage.name}' is required by all later stages; "
                   f"see {stage.log}", file=sys.stderr)
