@@ -222,18 +222,26 @@ def render_tracks(tracks: dict[str, np.ndarray], ticks_per_quarter: int, bpm: fl
     return mix, "+".join(sorted(used)) or "none (silent)"
 
 
+WRITE_BLOCK = 65536  # frames per write (python-soundfile issue: long single vorbis writes segfault)
+
+
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     """Write (N, C) float audio as ogg/vorbis, atomically (a temporary file, then a rename)."""
     import soundfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        soundfile.write(str(tmp), np.clip(audio, -1, 1), int(sample_rate), format="OGG", subtype="VORBIS")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio = np.clip(np.asarray(audio, dtype=np.float32), -1, 1)
+        channels = 1 if audio.ndim == 1 else audio.shape[1]
+        with soundfile.SoundFile(str(tmp), "w", int(sample_rate), channels, format="OGG", subtype="VORBIS") as f:
+            for start in range(0, len(audio), WRITE_BLOCK):  # one big write crashes libsndfile's vorbis
+                f.write(audio[start:start + WRITE_BLOCK])
         os.replace(tmp, path)
     except Exception as err:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_file():
+            tmp.unlink()
         raise AudioError(f"{path}: cannot write audio ({type(err).__name__}: {err})") from err
     return path
 
