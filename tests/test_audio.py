@@ -114,3 +114,12 @@ def test_config_overrides_merge_over_the_defaults():
     cfg = load_audio_config({"sample_rate": 16000, "instruments": {"PIANO": {"program": 4}}})
     assert cfg.sample_rate == 16000 and cfg.instruments.PIANO.program == 4
     assert cfg.instruments.PIANO.pan == 0.2 and cfg.instruments.MELODY.program == 73
+
+
+def test_polyphony_cap_keeps_the_earliest_notes():
+    from stripes.audio import cap_polyphony
+
+    notes = [(60, 0, 8), (64, 0, 8), (67, 2, 8), (72, 4, 6), (48, 8, 9)]
+    kept, dropped = cap_polyphony(notes, 2)
+    assert kept == [(60, 0, 8), (64, 0, 8), (48, 8, 9)] and dropped == 2
+    assert cap_polyphony(notes, 5) == (sorted(notes, key=lambda n: (n[1], n[0])), 0)

@@ -167,6 +167,21 @@ def synthesize(notes, ticks_per_quarter: int, bpm: float, program: int, velocity
                           int(cfg.sample_rate)), "additive"
 
 
+def cap_polyphony(notes, max_voices: int) -> tuple[list, int]:
+    """Keep at most ``max_voices`` notes sounding at once (earliest onsets first, then lower pitch);
+    returns the kept notes and how many were dropped. An untrained model can hold half the keyboard
+    for minutes, which costs the synthesizer minutes and sounds like noise either way."""
+    kept, ends, dropped = [], [], 0
+    for pitch, start, end in sorted(notes, key=lambda n: (n[1], n[0])):
+        ends = [e for e in ends if e > start]
+        if len(ends) >= max_voices:
+            dropped += 1
+            continue
+        ends.append(end)
+        kept.append((pitch, start, end))
+    return kept, dropped
+
+
 # -- the mix ------------------------------------------------------------------------------------
 
 
@@ -191,7 +206,8 @@ def render_tracks(tracks: dict[str, np.ndarray], ticks_per_quarter: int, bpm: fl
     """Stereo mix (N, 2) float32 of named binary (T, 128) rolls, and the renderer used.
 
     N = T ticks at ``bpm`` plus ``tail_seconds``, at ``sample_rate``. Instruments, pans and gains
-    come from ``cfg.instruments`` by track name (``default`` for other names). Raises AudioError
+    come from ``cfg.instruments`` by track name (``default`` for other names); each track sounds at
+    most ``cfg.max_voices`` notes at once (:func:`cap_polyphony`). Raises AudioError
     for rolls that are not (T, 128) or do not share T, or a non-positive tempo."""
     from stripes.eval.samples import roll_to_notes
 
@@ -210,7 +226,10 @@ def render_tracks(tracks: dict[str, np.ndarray], ticks_per_quarter: int, bpm: fl
     used = set()
     for name, roll in tracks.items():
         part = cfg.instruments.get(name.upper(), cfg.instruments.default)
-        notes = roll_to_notes(roll)
+        notes, dropped = cap_polyphony(roll_to_notes(roll), int(cfg.max_voices))
+        if dropped:
+            print(f"[audio] {name}: {dropped} notes above {cfg.max_voices} voices not rendered "
+                  "(the MIDI keeps them)", flush=True)
         if not notes:
             continue
         mono, renderer = synthesize(notes, ticks_per_quarter, bpm, int(part.program), int(part.velocity),
