@@ -199,6 +199,12 @@ def test_wandb_offline_writes_a_run_without_network(tmp_path, fake_pop909_root, 
     offline = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{info['wandb_id']}"))
     assert offline and any(offline[0].rglob("*.wandb"))
     assert (tmp_path / "run" / "metrics.csv").exists()
+    # the config is logged as the user writes it (pe.name, optim.lr, ...), not under a `cfg` key:
+    # config items in the offline log are protobuf (key = field 1, value_json = field 16)
+    log = next(offline[0].rglob("*.wandb")).read_bytes()
+    for key in (b"pe", b"optim", b"context", b"seed"):
+        assert b"\n" + bytes([len(key)]) + key + b"\x82\x01" in log, key
+    assert b"\n\x03cfg\x82\x01" not in log
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from stripes.eval import results as store_lib
 from stripes.eval.binarize import PAPER_THRESHOLD, binarization_name
@@ -190,7 +191,7 @@ def evaluate_all(cfg: DictConfig) -> pd.DataFrame:
     for run_dir, message in unreadable:
         print(f"[evaluate] FAILED {run_dir}: {message}", flush=True)
     done = 0
-    for run_dir in run_dirs:
+    for run_dir in tqdm(run_dirs, desc="evaluate runs", unit="run", mininterval=5):
         if not needs_evaluation(run_dir, store, cfg.checkpoint, bool(cfg.force)):
             print(f"[evaluate] skip {run_dir} (already in the store; force=true re-evaluates)")
             continue
