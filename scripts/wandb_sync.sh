@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make wandb-sync`: upload every offline W&B run written by training/evaluation.
 # Needs network and a W&B account (run `wandb login` once, or set WANDB_API_KEY).
-# Usage: bash scripts/wandb_sync.sh [RUNS_ROOT]    (default outputs/runs)
+# Usage: bash scripts/wandb_sync.sh [ROOT]    (default outputs: the runs and the summary runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT="${1:-outputs/runs}"
+ROOT="${1:-outputs}"
 WANDB="${WANDB:-.venv/bin/wandb}"
 command -v "$WANDB" >/dev/null 2>&1 || WANDB=wandb
 # wandb/superseded/ holds the folders of killed attempts whose history a resumed attempt replayed
