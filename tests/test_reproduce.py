@@ -32,7 +32,7 @@ def test_report_embeds_what_exists_and_names_what_is_missing(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_chain_end_to_end(fake_pop909_root, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled", "STRIPES_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "STRIPES_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "stripes.reproduce", "profile=smoke", "full=true",
                'table1_overrides=["profile=smoke"]', f"data_root={fake_pop909_root}"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -48,6 +48,23 @@ def test_smoke_chain_end_to_end(fake_pop909_root, tmp_path):
         assert (outputs / artefact).exists(), artefact
     assert list(outputs.glob("figures/**/*.png")), "no figures"
     assert list(outputs.glob("samples/**/*.mid")), "no MIDI samples"
+    # audio for every sample, non-silent, each referenced by the demo page (which has the harmonize demo)
+    import soundfile
+
+    from stripes.audio import clip_level
+    from stripes.eval.samples import read_index
+
+    index = read_index(outputs / "samples")
+    assert len(index) and set(index["bars"]) == {16, 64}
+    page = (outputs / "site" / "index.html").read_text()
+    for audio in index["audio"]:
+        assert clip_level(soundfile.read(tmp_path / audio)[0])[1] > -40, f"{audio} is (nearly) silent"
+        assert Path(audio).relative_to("outputs").as_posix() in page, f"{audio} not on the page"
+    assert "files/demo/harmonized.ogg" in page and (outputs / "site" / "files" / "demo" / "harmonized.ogg").exists()
+    # W&B: audio and pianorolls in the evaluated runs' offline records, the demo grid in the summaries
+    assert list(outputs.glob("runs/**/wandb/offline-run-*/files/media/audio/**/*.ogg")), "no W&B audio"
+    assert list(outputs.glob("runs/**/wandb/offline-run-*/files/media/images/**/*.png")), "no W&B images"
+    assert list(outputs.glob("wandb/offline-run-*-summary-*/files/media/table/samples/*.table.json"))
     assert list(outputs.glob("runs/**/checkpoints/best.ckpt")), "no checkpoints"
     # a second run skips what is done: every stage still succeeds, much faster
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -84,3 +101,25 @@ def test_default_chain_trains_tables_and_nope_only_full_adds_the_optional_sweeps
     assert names == ["train:table2", "train:table3", "train:fstripe_table1(pe=nope)", "train:rep_causal",
                      "train:fstripe_table1", "train:fstripe1_unpooled"]
     assert "pe=nope" not in full[4].args  # the full [F] sweep: NoPE, SPE and F-StrIPE
+
+
+def test_progress_line_estimates_what_remains(tmp_path):
+    from omegaconf import OmegaConf
+
+    from stripes.reproduce import Stage, progress_line, stage_estimates
+
+    cfg = OmegaConf.create({"profile": "cpu", "estimates_min": {"cpu": {"data": 1.0, "evaluate": 8.0}}})
+    estimates, source = stage_estimates(cfg, tmp_path / "stages.json")  # no earlier run: the config
+    assert estimates == {"data": 60.0, "evaluate": 480.0} and "estimates_min" in source
+    done = [Stage("data", [], status="ok", seconds=30.0)]
+    line = progress_line(done, [Stage("evaluate", []), Stage("site", [])], 45.0, estimates, source)
+    assert line.startswith("[reproduce] 1/3 data: ok in 0.5 min; elapsed 0.8 min; 2 stage(s) left, ~8 min")
+    assert "1 stage(s) without an estimate" in line
+    # an earlier run of the same profile wins; only its stages that finished count
+    (tmp_path / "stages.json").write_text(json.dumps({"profile": "cpu", "stages": [
+        {"name": "data", "status": "ok", "seconds": 12.0}, {"name": "evaluate", "status": "failed (exit 1)",
+                                                            "seconds": 3.0}]}))
+    assert stage_estimates(cfg, tmp_path / "stages.json") == ({"data": 12.0}, "the last cpu run")
+    other = OmegaConf.merge(cfg, {"profile": "smoke"})
+    assert stage_estimates(other, tmp_path / "stages.json")[0] == {}
+    assert progress_line(done, [], 30.0, {}, "x").endswith("elapsed 0.5 min")

@@ -178,6 +178,8 @@ def harmonize_demo(site: Site, demo_cfg) -> list[str]:
     if not demo_cfg.get("enabled", False):
         return out + ['<p class="note">Not built (demo.enabled=false).</p>']
     source = Path(demo_cfg.input)
+    if not source.is_absolute() and not source.exists():  # run from another folder: the shipped example
+        source = Path(__file__).resolve().parents[2] / source
     run_dir = Path(demo_cfg.checkpoint) if demo_cfg.get("checkpoint") else default_checkpoint()
     if run_dir is None:
         return out + ['<p class="missing">No finished run to harmonize with (outputs/runs is empty).</p>']
