@@ -17,6 +17,7 @@ The ground truth of each window is written once per context under ``<context>/Gr
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ def roll_to_notes(roll: np.ndarray) -> list[tuple[int, int, int]]:
             zip(starts_p[start_order], starts_t[start_order], ends_t[end_order])]
 
 
+@functools.lru_cache(maxsize=1024)
 def song_tempo(data_root: str | Path | None, song: int) -> float:
     """First tempo (bpm) of ``<root>/POP909/NNN/NNN.mid`` (read with the project's MIDI reader,
     :func:`stripes.data.midi.read_midi`); :data:`DEFAULT_BPM` if the file is absent or unreadable."""
