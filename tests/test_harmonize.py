@@ -211,3 +211,18 @@ def test_polyphonic_melody_is_warned_about(run_dir, tmp_path):
     lines = []
     harmonize(path, run_dir, tmp_path / "out.mid", say=lines.append)
     assert any(line.startswith("warning: the melody part 'Piano' is polyphonic (100%") for line in lines)
+
+
+def test_harmonization_and_input_audio_are_written(run_dir, fake_pop909_root, tmp_path):
+    import soundfile
+
+    from stripes.audio import clip_level
+
+    summary = harmonize(EXAMPLE, run_dir, tmp_path / "h.mid", data_root=str(fake_pop909_root), say=lambda _: None)
+    assert summary["audio"] == str(tmp_path / "h.ogg") and summary["melody_audio"] == str(tmp_path / "h.melody.ogg")
+    full, rate = soundfile.read(summary["audio"], always_2d=True)
+    alone, _ = soundfile.read(summary["melody_audio"], always_2d=True)
+    assert full.shape == alone.shape and full.shape[1] == 2  # same length, stereo
+    for clip in (full, alone):
+        peak, rms = clip_level(clip)
+        assert peak < 0 and rms > -40

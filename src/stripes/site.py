@@ -169,10 +169,9 @@ def figures(site: Site) -> list[str]:
 
 def harmonize_demo(site: Site, demo_cfg) -> list[str]:
     """Harmonize ``demo_cfg.input`` with the demo run: its input, key, chords and output."""
-    from stripes.audio import render_to_file
     from stripes.data.chords import key_name
-    from stripes.data.midi import MidiReadError, midi_to_pianoroll, read_midi
-    from stripes.harmonize import HarmonizeError, default_checkpoint, harmonize
+    from stripes.harmonize import HarmonizeError, harmonize
+    from stripes.harmonize.cli import default_checkpoint
 
     out = ['<h2 id="harmonize">Harmonize a melody</h2>']
     if not demo_cfg.get("enabled", False):
@@ -186,23 +185,19 @@ def harmonize_demo(site: Site, demo_cfg) -> list[str]:
     demo_dir = site.files_dir / "demo"
     try:
         summary = harmonize(source, Path(run_dir), demo_dir / "harmonized.mid",
-                            data_root=demo_cfg.get("data_root"))
-        tpq = int(summary["ticks_per_quarter"])
-        melody = midi_to_pianoroll(source, tpq, tracks=None)
-        melody_audio = render_to_file(demo_dir / "input.ogg", {"MELODY": melody},
-                                      tpq, 60e6 / float(read_midi(source).tempo_us[0]))
-    except (HarmonizeError, MidiReadError) as err:
+                            data_root=demo_cfg.get("data_root"), say=lambda line: print(f"[site] {line}"))
+    except HarmonizeError as err:
         print(f"[site] harmonize demo failed: {err}", flush=True)
         return out + [f'<p class="missing">The harmonize demo failed: {esc(err)}</p>']
     shown = 48
-    chords = " · ".join(label for _, label in summary["chords"][:shown])
+    chords = " · ".join(f"{row['bar']}:{row['beat']:g} {row['chord']}" for row in summary["chords"][:shown])
     chords += " …" if len(summary["chords"]) > shown else ""
     return out + [
         f"<p><code>python -m stripes.harmonize {esc(source)} --checkpoint {esc(run_dir)} "
         "--out harmonized.mid</code></p>",
         "<table><tr><th>input melody</th><th>estimated key</th>"
-        "<th>estimated chords (one per half-measure, changes only)</th></tr>",
-        f'<tr><td><audio controls preload="none" src="{esc(site.link(melody_audio.path))}"></audio><br>'
+        "<th>estimated chords (bar:beat chord, changes only)</th></tr>",
+        f'<tr><td><audio controls preload="none" src="{esc(site.link(summary["melody_audio"]))}"></audio><br>'
         f'<a href="{esc(site.use(source))}">{esc(source.name)}</a></td>'
         f"<td>{esc(key_name(*summary['key']))}</td><td>{esc(chords)}</td></tr></table>",
         f'<figure><img src="{esc(site.link(summary["png"]))}" alt="harmonized pianoroll"><figcaption>'

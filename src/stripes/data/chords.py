@@ -49,27 +49,6 @@ def key_name(tonic: int, mode: int) -> str:
     return f"{NOTE_NAMES[tonic % 12]}:{'min' if mode else 'maj'}"
 
 
-QUALITIES = {  # pitch-class sets relative to the root (Harte et al. 2005 shorthands) -> label suffix
-    frozenset({0, 4, 7}): "", frozenset({0, 3, 7}): "m", frozenset({0, 3, 6}): "dim",
-    frozenset({0, 4, 8}): "aug", frozenset({0, 4, 7, 10}): "7", frozenset({0, 4, 7, 11}): "maj7",
-    frozenset({0, 3, 7, 10}): "m7", frozenset({0, 3, 6, 10}): "m7b5", frozenset({0, 3, 6, 9}): "dim7",
-    frozenset({0, 5, 7}): "sus4", frozenset({0, 2, 7}): "sus2", frozenset({0, 4, 7, 9}): "6",
-    frozenset({0, 3, 7, 9}): "m6",
-}
-
-
-def chord_label(root: int, chroma) -> str:
-    """Readable chord name: (0, C-E-G) -> 'C', (9, A-C-E) -> 'Am', (7, G-B-D-F) -> 'G7'; no chord
-    (root -1) -> 'N'; other pitch sets -> the root and its intervals in semitones, e.g. 'C(0,2,4)'."""
-    if root < 0:
-        return "N"
-    intervals = frozenset(int((pc - root) % 12) for pc in np.flatnonzero(np.asarray(chroma)))
-    suffix = QUALITIES.get(intervals)
-    if suffix is None:
-        suffix = "(" + ",".join(str(i) for i in sorted(intervals)) + ")"
-    return NOTE_NAMES[root % 12] + suffix
-
-
 def chroma_bits(chroma) -> np.ndarray:
     """(..., 12) binary chroma -> (...,) integer bit mask (bit i = pitch class i)."""
     return (np.asarray(chroma).astype(np.int64) != 0) @ _BITS

@@ -24,6 +24,8 @@ What happens, step by step:
 6. **Output** (`stripes.harmonize.output`): the MIDI file (input tempo map, meter and melody
    unchanged to the tick, chord markers, a PIANO track), ``<out stem>.chords.csv`` and the
    pianoroll PNG with bar lines and chord names. Nothing is written when anything fails.
+   Then the audio (`stripes.audio`, at the file's first tempo): ``<out stem>.ogg`` (melody on a
+   flute, piano on a piano) and ``<out stem>.melody.ogg`` (the input alone).
 
 Bad input (missing, empty, unreadable, cut-short, drums-only files, an unknown part name, a
 bad chord file): one message naming the file and the problem, exit code 2.
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 
 import stripes
+from stripes.audio import render_to_file
 from stripes.data.chords import ChordParseError, key_name, parse_key
 from stripes.data.contexts import positions_for
 from stripes.data.meter import bars_of
@@ -233,7 +236,12 @@ def harmonize(input_path: Path, run_dir: Path, out_path: Path, context: str | No
     pngs = page_paths(png_path, len(pages))
     write_all({out_path: midi_bytes(midi), csv_path: chords_csv(rows).encode(),
                **dict(zip(pngs, pages))})
+    bpm = 60e6 / float(timing.tempo_us[0])  # audio at the file's first tempo (stripes.audio)
+    inputs = {"MELODY": melody_roll, "BRIDGE": bridge_roll}
+    audio = render_to_file(out_path.with_suffix(".ogg"), {**inputs, "PIANO": piano}, tpq, bpm)
+    melody_audio = render_to_file(out_path.with_name(f"{out_path.stem}.melody.ogg"), inputs, tpq, bpm)
     return {"out": str(out_path), "png": str(png_path), "pngs": [str(p) for p in pngs],
+            "audio": str(audio.path), "melody_audio": str(melody_audio.path),
             "csv": str(csv_path), "context": context, "ticks": len(melody_roll),
             "key": (int(tonic), int(mode)), "chords": rows, "piano_notes": len(piano_notes),
             "melody": melody.name}
@@ -257,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="run directory (default: the newest finished ropepool/bin run)")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output MIDI path (also writes <stem>.chords.csv and <stem>.png)")
+                        help="output MIDI path (also writes <stem>.chords.csv, <stem>.png, <stem>.ogg and the "
+             "input alone as <stem>.melody.ogg)")
     parser.add_argument("--png", type=Path, default=None, help="pianoroll PNG (default: next to --out)")
     parser.add_argument("--chords", type=Path, default=None,
                         help="your chords: one per bar per line, or 'bar:beat chord' lines "
@@ -283,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {summary['out']} ({summary['piano_notes']} piano notes over {summary['ticks']} "
-          f"ticks, context {summary['context']}), {summary['csv']} and "
-          f"{', '.join(summary['pngs'])}")
+          f"ticks, context {summary['context']}), {summary['csv']}, "
+          f"{', '.join(summary['pngs'])} and the audio {summary['audio']} (input alone: "
+          f"{summary['melody_audio']})")
     return 0
