@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from stripes.eval.wandb_log import log_run_metrics, log_summary, wandb_enabled
+from tests.fixtures.wandb_records import flushed_log
 
 CFG = OmegaConf.create({"enabled": True, "mode": "offline", "project": "stripes-test", "entity": None})
 
@@ -83,6 +84,6 @@ def test_run_media_and_summary_grid_are_logged_offline(tmp_path, monkeypatch):
                                 "RoPEPool audio", "RoPEPool pianoroll"]
     assert [r[:2] for r in table["data"]] == [["BIN", "test16 song 003 tick 0"], ["BIN", "test16 song 005 tick 0"]]
     # the table's media travel in the run's table artifact, recorded in the offline transaction log
-    (log,) = list((offline_files(tmp_path, "summary-t2").parent).glob("*.wandb"))
+    log = flushed_log(offline_files(tmp_path, "summary-t2").parent)
     referenced = set(re.findall(rb"media/(?:audio|images)/[0-9a-f]+/test16-song00[35]-t0\.(?:ogg|png)", log.read_bytes()))
     assert sum(p.endswith(b".ogg") for p in referenced) == 4 and sum(p.endswith(b".png") for p in referenced) == 4

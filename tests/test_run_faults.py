@@ -21,7 +21,7 @@ from stripes.checkpoints import BadCheckpointError
 from stripes.identity import ConfigMismatchError
 from stripes.runs import load_run, read_run_info
 from stripes.train import train
-from tests.fixtures.wandb_records import history
+from tests.fixtures.wandb_records import flushed_log, history
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -95,7 +95,7 @@ def test_two_kills_resume_to_the_reference_with_every_log_row_and_one_wandb_run(
     folders = sorted((run / "wandb").glob("offline-run-*"))
     assert [f.name.rsplit("-", 1)[1] for f in folders] == [info["wandb_id"]]
     assert len(list((run / "wandb" / "superseded").glob(f"offline-run-*-{info['wandb_id']}*"))) == 2
-    rows = history(next(folders[0].glob("*.wandb")))
+    rows = history(flushed_log(folders[0]))
     logged = sorted((r["trainer/global_step"], k, round(v, 5)) for r in rows for k, v in r.items()
                     if k in ("train/loss_step", "val/loss", "lr-Adam"))
     expected = sorted((int(s), k, round(v, 5)) for _, row in ref.iterrows() for k, v in row.items()
