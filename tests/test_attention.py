@@ -89,20 +89,21 @@ def test_shape_errors_name_the_file():
 
 
 def test_flop_count_by_hand():
-    # T = 4, C = 2 (N = 2 chunks, one-level scans 2·N²·width), F = Dv = 1. Forward: states and
-    # inter 2·4·1·1 each = 16; scores 2·4·2·1 = 16; A·v 16; scans 2·4·1 twice = 16; normaliser
+    # T = 4, C = 2 (N = 2 chunks, scans (N − 1)·width additions), F = Dv = 1. Forward: states and
+    # inter 2·4·1·1 each = 16; scores 2·4·2·1 = 16; A·v 16; scans 1·1 twice = 2; normaliser
     # A·1 4·2 = 8 and q·z, Σk 3·4 = 12; division 4.
-    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 16 + 16 + 16 + 16 + 8 + 12 + 4
+    assert chunked_attention_flops(4, 1, 1, chunk_size=2) == 16 + 16 + 16 + 2 + 8 + 12 + 4
     fwd = chunked_attention_flops(8192, 128, 128, chunk_size=64)
     both = chunked_attention_flops(8192, 128, 128, chunk_size=64, backward=True)
     assert 2.5 * fwd < both < 3.5 * fwd  # backward ≈ 2 × forward
 
 
+@pytest.mark.parametrize("width", [4, 1500])  # the narrow (cumsum) and wide (slice-loop) scans
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 65, 130])
-def test_exclusive_scan_matches_cumsum(n):
+def test_exclusive_scan_matches_cumsum(n, width):
     from stripes.nn.attention import _exclusive_scan
 
-    x = torch.randn(3, n, 4, dtype=torch.float64)
+    x = torch.randn(3, n, width, dtype=torch.float64)
     prefix = torch.cumsum(x, 1) - x
     suffix = torch.flip(torch.cumsum(torch.flip(x, [1]), 1), [1]) - x
     assert torch.allclose(_exclusive_scan(x), prefix, atol=1e-12)
@@ -119,6 +120,26 @@ def test_gradients_match_quadratic_reference(chunk):
     quadratic_reference(*refs, True).backward(grad)
     for a, b in zip(leaves, refs):
         assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_wide_states_one_head_and_strided_inputs_match_reference(heads):
+    """F·Dv > 1024 takes the slice-loop scan; H = 1 makes every head view the input itself; the
+    inputs are non-contiguous views; the incoming gradient must come back unmodified."""
+    q, k, v = positive_inputs(b=2, t=37, h=heads, f=40, dv=32, seed=3)
+    q, k = (x.transpose(0, 1).contiguous().transpose(0, 1) for x in (q, k))  # strided, same values
+    grad = torch.randn(2, 37, heads, 32, dtype=torch.float64)
+    kept = grad.clone()
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = linear_attention(*leaves, chunk_size=8)
+    out.backward(grad)
+    refs = [x.clone().requires_grad_() for x in (q, k, v)]
+    ref = quadratic_reference(*refs, True)
+    ref.backward(grad)
+    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
+    for a, b in zip(leaves, refs):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+    assert torch.equal(grad, kept)
 
 
 def test_gradcheck_small():

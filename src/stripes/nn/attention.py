@@ -10,10 +10,10 @@ where q̃, k̃ are the PE-transformed queries/keys (``stripes.pe``) and φ a non
 The causal sum is computed in chunks of ``chunk_size`` steps, in O(T) memory: inside a chunk the
 masked (C×C) products are formed explicitly; across chunks the states
 S_c = Σ_{n < start of chunk c} φ(k_n) v_nᵀ (F×Dv) and z_c = Σ_{n < start of chunk c} φ(k_n) are used.
-All per-chunk states come from one batched matmul, followed by an exclusive scan over chunks done
-with two small triangular matmuls, so there is no Python loop over chunks (a loop of N additions
-and torch.cumsum were both measured slower on the 2-core CPU, where torch.cumsum along a
-non-last axis is very slow). The backward pass is written by hand with the same chunked kernels
+Per head, all per-chunk states come from one batched matmul, followed by an exclusive scan over
+chunks (N − 1 in-place slice additions into one buffer). Heads are taken one at a time in the
+(B, T, H, ·) layout of the projections, so no (B, H, T, ·) transposed copy is made and no temporary
+exceeds one head's states; the backward pass is written by hand with the same chunked kernels
 (``_CausalLinearAttention``) so autograd does not store per-op intermediates. No T×T matrix is ever
 built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
 value dtype.
@@ -99,148 +99,137 @@ def linear_attention(
         raise ValueError(f"stripes/nn/attention.py: chunk_size must be >= 1, got {chunk_size}")
     out_dtype = v.dtype
     acc = torch.float64 if q_feat.dtype == torch.float64 else torch.float32
-    # (B, H, T, F) layout: the matmuls below run over the last two axes.
-    q = q_feat.to(acc).transpose(1, 2)
-    k = k_feat.to(acc).transpose(1, 2)
-    val = v.to(acc).transpose(1, 2)
+    q, k, val = q_feat.to(acc), k_feat.to(acc), v.to(acc)
     if torch.is_tensor(eps):
         if eps.shape != q_feat.shape[:3]:
             raise ValueError(f"stripes/nn/attention.py: eps must be a float or (B,T,H) "
                              f"{tuple(q_feat.shape[:3])}, got {tuple(eps.shape)}")
-        eps = eps.detach().to(acc).transpose(1, 2).unsqueeze(-1)  # (B,H,T,1)
-    if causal:
-        out = _causal_chunked(q, k, val, chunk_size, eps)
-    else:
-        kv = k.transpose(-1, -2) @ val  # (B,H,F,Dv)
-        z = k.sum(dim=-2)  # (B,H,F)
-        num = q @ kv
-        den = (q @ z.unsqueeze(-1)) + eps
-        out = num / den
+        eps = eps.detach().to(acc)
+    if causal:  # (B, T, H, ·) throughout, one head at a time
+        return _CausalLinearAttention.apply(q, k, val, chunk_size, eps).to(out_dtype)
+    # (B, H, T, F) layout: the matmuls run over the last two axes.
+    q, k, val = q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2)
+    if torch.is_tensor(eps):
+        eps = eps.transpose(1, 2).unsqueeze(-1)  # (B,H,T,1)
+    kv = k.transpose(-1, -2) @ val  # (B,H,F,Dv)
+    z = k.sum(dim=-2)  # (B,H,F)
+    out = (q @ kv) / ((q @ z.unsqueeze(-1)) + eps)
     return out.transpose(1, 2).to(out_dtype)
 
 
-def _to_chunks(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(G, T, X) -> (G, N, C, X), zero-padding T up to a multiple of C (zeros add nothing)."""
-    g, t, d = x.shape
-    n = -(-t // c)
-    if n * c != t:
-        x = F.pad(x, (0, 0, 0, n * c - t))
-    return x.reshape(g, n, c, d)
-
-
 def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``), as matmuls.
+    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``), a new tensor.
 
-    Up to 64 chunks: one strictly triangular N×N matmul (2·N²·M FLOPs). Beyond: two levels with
-    blocks of s ≈ √N chunks (a divisor of N when one is near √N, so nothing is padded): triangular
-    s×s matmuls inside blocks, plus the block totals scanned with a triangular (N/s)×(N/s) matmul
-    and added in place (≈ 2·(s+1)·N·M + 2·(N/s)²·M FLOPs). A few BLAS calls instead of
-    torch.cumsum or N small additions (both measured slower on the 2-core box).
+    Wide rows (M > 1024, the F×Dv chunk states): N − 1 additions of (G, M) slices into one
+    preallocated buffer. Measured on the 2-core box (one thread, G = 4, N = 128, M = 128²): 5 ms,
+    against 40 ms for the former triangular-matmul scan and 85 ms for torch.cumsum along a non-last
+    axis; most of the difference was the page faults of their fresh (G, N, M) outputs, 33.5 MiB,
+    above glibc's 32 MiB mmap threshold. Narrow rows (the normalisers): torch.cumsum, shifted.
     """
     g, n, m = x.shape
-    s = _scan_block(n)
-    nb = -(-n // s)
-    if nb * s != n:
-        x = F.pad(x, (0, 0, 0, nb * s - n))
-    ones_s = torch.ones(s, s, dtype=x.dtype, device=x.device)
-    tri_s = (ones_s.triu(1) if reverse else ones_s.tril(-1)).expand(g * nb, s, s)
-    blocks = x.reshape(g * nb, s, m)
-    within = torch.bmm(tri_s, blocks)
-    if nb > 1:
-        ones_b = torch.ones(nb, nb, dtype=x.dtype, device=x.device)
-        tri_b = (ones_b.triu(1) if reverse else ones_b.tril(-1)).expand(g, nb, nb)
-        across = torch.bmm(tri_b, blocks.reshape(g, nb, s, m).sum(dim=2))  # (G, nb, M)
-        within.view(g, nb, s, m).add_(across.unsqueeze(2))
-    within = within.view(g, nb * s, m)
-    return within if nb * s == n else within[:, :n]
-
-
-def _scan_block(n: int) -> int:
-    """Block length of the scan: N itself up to 64 chunks (one triangular matmul), else a divisor
-    of N in [√N, 2√N] if there is one (no padding), else ⌈√N⌉."""
-    if n <= 64:
-        return n
-    root = math.isqrt(n - 1) + 1
-    for s in range(root, 2 * root + 1):
-        if n % s == 0:
-            return s
-    return root
+    if m <= 1024:
+        src = x.flip(1) if reverse else x
+        out = torch.zeros_like(x)
+        if n > 1:
+            out[:, 1:] = torch.cumsum(src[:, :-1], dim=1)
+        return out.flip(1) if reverse else out
+    out = torch.empty_like(x)
+    outs, xs = out.unbind(1), x.unbind(1)  # views, made once (no per-step slicing)
+    first, steps = (n - 1, range(n - 2, -1, -1)) if reverse else (0, range(1, n))
+    outs[first].zero_()
+    for i in steps:
+        j = i + 1 if reverse else i - 1
+        torch.add(outs[j], xs[j], out=outs[i])
+    return out
 
 
 def _scan_flops(n: int, m: int) -> int:
-    s = _scan_block(n)
-    nb = -(-n // s)
-    if nb == 1:
-        return 2 * s * s * m
-    return 2 * s * nb * s * m + nb * s * m + 2 * nb * nb * m + nb * s * m  # within, sums, across, add
+    return (n - 1) * m
+
+
+def _head_chunks(x: torch.Tensor, head: int, chunks: int, c: int) -> torch.Tensor:
+    """Head ``head`` of a contiguous (B, N·C, H, X) tensor as a contiguous (B·N, C, X) tensor."""
+    return _head_view(x, head, chunks, c).contiguous()
+
+
+def _head_view(x: torch.Tensor, head: int, chunks: int, c: int) -> torch.Tensor:
+    """Head ``head`` of a contiguous (B, N·C, H, X) tensor as a strided (B·N, C, X) view."""
+    return x[:, :, head].view(x.shape[0] * chunks, c, x.shape[-1])
+
+
+def _pad_time(x: torch.Tensor, length: int, value: float = 0.0) -> torch.Tensor:
+    """(B, T, ...) zero-padded (or ``value``-padded) to (B, length, ...), contiguous."""
+    if x.shape[1] == length:
+        return x.contiguous()
+    pad = [0, 0] * (x.dim() - 2) + [0, length - x.shape[1]]
+    return F.pad(x, pad, value=value).contiguous()
 
 
 class _CausalLinearAttention(torch.autograd.Function):
     """Normalised causal linear attention, chunked, with a hand-written chunked backward.
 
-    Inputs (G, T, ·) with G = batch·heads. Per chunk of C steps (exclusive scans over chunks):
+    Inputs q, k (B, T, H, F), v (B, T, H, Dv), ε a float or (B, T, H). Per chunk of C steps
+    (exclusive scans over chunks):
       S = Σ_{earlier chunks} kᵀv (F×Dv),  z = Σ_{earlier chunks} k (F),  A = tril(q kᵀ) (C×C),
       num = A v + q S,  den = A·1 + q·z + ε,  y = num / den.
     Backward with g_n = dy/den and g_d = −(dy·y)/den (gradients w.r.t. num and den):
       B = tril(g_n vᵀ + g_d 1ᵀ),  R = Σ_{later chunks} qᵀg_n (F×Dv),  r = Σ_{later chunks} q g_d (F),
       dq = B k + g_n Sᵀ + g_d zᵀ,   dk = Bᵀ q + v Rᵀ + 1 rᵀ,   dv = Aᵀ g_n + k R.
-    A, S and z are kept from the forward (O(T·C) and O((T/C)·F·Dv) memory, linear in T).
+    A, S, z and the normaliser are kept from the forward (O(T·C) and O((T/C)·F·Dv) memory, linear
+    in T). Heads are processed one after the other, in the (B, T, H, ·) layout of the inputs and
+    outputs: every temporary is one head's (B·N, ·, ·) tensor, so at T = 8192 none reaches glibc's
+    32 MiB mmap threshold (above it, every call pays a page fault per 4 KiB: about 28 ms per
+    33.5 MiB block on the 2-core box, more than the matmuls it holds).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, chunk, eps):
-        g, t, dv = v.shape
+        b, t, h, f = q.shape
+        dv = v.shape[-1]
         c = min(chunk, t)
-        qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(v, c)
-        n, f = qc.shape[1], qc.shape[-1]
-        flat = lambda x: x.reshape(g * n, x.shape[-2], x.shape[-1])
-        qf, kf, vf = flat(qc), flat(kc), flat(vc)
-        states = _exclusive_scan(torch.bmm(kf.transpose(1, 2), vf).view(g, n, f * dv))
-        states = states.reshape(g * n, f, dv)
-        norms = _exclusive_scan(kc.sum(dim=2))  # (G, N, F)
-        scores = torch.bmm(qf, kf.transpose(1, 2)).tril_()  # (G·N, C, C)
-        num = torch.bmm(scores, vf).baddbmm_(qf, states)  # (G·N, C, Dv); in place, no copy
-        if torch.is_tensor(eps):  # (G, T, 1) per-query ε; padded steps get 1 (never 0/0)
-            eps = F.pad(eps, (0, 0, 0, n * c - t), value=1.0).reshape(g * n, c, 1)
-        den = torch.baddbmm(scores.sum(-1, keepdim=True), qf, norms.reshape(g * n, f, 1)).add_(eps)
-        out = num.div_(den)
-        ctx.save_for_backward(qc, kc, vc, out, den.squeeze(-1), scores.view(g, n, c, c), states, norms)
-        ctx.length = t
-        return out.view(g, n * c, dv)[:, :t]
+        n = -(-t // c)
+        q, k, v = (_pad_time(x, n * c) for x in (q, k, v))
+        eps_t = _pad_time(eps, n * c, value=1.0) if torch.is_tensor(eps) else None  # no 0/0 in padding
+        out = v.new_empty(b, n * c, h, dv)
+        saved = []
+        for i in range(h):
+            qh, kh, vh = (_head_chunks(x, i, n, c) for x in (q, k, v))
+            states = _exclusive_scan(torch.bmm(kh.transpose(1, 2), vh).view(b, n, f * dv))
+            states = states.view(b * n, f, dv)
+            norms = _exclusive_scan(kh.sum(dim=1).view(b, n, f)).view(b * n, f, 1)
+            scores = torch.bmm(qh, kh.transpose(1, 2)).tril_()  # (B·N, C, C)
+            num = torch.bmm(scores, vh).baddbmm_(qh, states)  # (B·N, C, Dv)
+            den = torch.baddbmm(scores.sum(-1, keepdim=True), qh, norms)
+            den += eps_t[:, :, i].reshape(b * n, c, 1) if eps_t is not None else eps
+            torch.div(num, den, out=_head_view(out, i, n, c))
+            saved += [qh, kh, vh, states, norms, scores, den]  # one head's chunks, contiguous
+        ctx.save_for_backward(out, *saved)
+        ctx.shape = (b, t, h, f, dv, n, c)
+        return out[:, :t]
 
     @staticmethod
     def backward(ctx, grad):
-        qc, kc, vc, out, den, scores, states, norms = ctx.saved_tensors
-        g, n, c, f = qc.shape
-        dv = vc.shape[-1]
-        t = ctx.length
-        flat = lambda x: x.reshape(g * n, x.shape[-2], x.shape[-1])
-        qf, kf, vf = flat(qc), flat(kc), flat(vc)
-        gc = flat(_to_chunks(grad.contiguous(), c))  # (G·N, C, Dv)
-        g_num = gc / den.unsqueeze(-1)
-        g_den = -(gc * out).sum(-1) / den  # (G·N, C)
-        mixed = torch.baddbmm(g_den.unsqueeze(-1), g_num, vf.transpose(1, 2)).tril_()  # B
-        dq = torch.bmm(mixed, kf).baddbmm_(g_num, states.transpose(1, 2))
-        dq += g_den.unsqueeze(-1) * norms.reshape(g * n, 1, f)
-        rev = _exclusive_scan(torch.bmm(qf.transpose(1, 2), g_num).view(g, n, f * dv), reverse=True)
-        rev = rev.reshape(g * n, f, dv)
-        rev_norm = _exclusive_scan((qf * g_den.unsqueeze(-1)).sum(1).view(g, n, f), reverse=True)
-        dk = torch.bmm(mixed.transpose(1, 2), qf).baddbmm_(vf, rev.transpose(1, 2))
-        dk += rev_norm.reshape(g * n, 1, f)
-        d_v = torch.bmm(flat(scores).transpose(1, 2), g_num).baddbmm_(kf, rev)
-        unchunk = lambda x: x.reshape(g, n * c, -1)[:, :t]
-        return unchunk(dq), unchunk(dk), unchunk(d_v), None, None
-
-
-def _causal_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, eps):
-    """Chunked causal linear attention on (B,H,T,F)/(B,H,T,Dv) tensors (ε: float or (B,H,T,1));
-    returns (B,H,T,Dv)."""
-    b, h, t, f = q.shape
-    flat = lambda x: x.reshape(b * h, t, x.shape[-1])
-    if torch.is_tensor(eps):
-        eps = flat(eps)
-    out = _CausalLinearAttention.apply(flat(q), flat(k), flat(v), chunk, eps)
-    return out.reshape(b, h, t, -1)
+        out, *saved = ctx.saved_tensors
+        b, t, h, f, dv, n, c = ctx.shape
+        tp = n * c
+        grad = _pad_time(grad, tp)
+        dq, dk = grad.new_empty(b, tp, h, f), grad.new_empty(b, tp, h, f)
+        d_v = grad.new_empty(b, tp, h, dv)
+        for i in range(h):
+            qh, kh, vh, states, norms, scores, den = saved[7 * i:7 * i + 7]
+            g_num = _head_view(grad, i, n, c) / den  # (B·N, C, Dv), contiguous
+            g_den = (g_num * _head_view(out, i, n, c)).sum(-1, keepdim=True).neg_()  # (B·N, C, 1)
+            mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
+            dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
+            torch.addcmul(dq_h, g_den, norms.transpose(1, 2), out=_head_view(dq, i, n, c))
+            rev = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_num).view(b, n, f * dv), reverse=True)
+            rev = rev.view(b * n, f, dv)
+            rev_norm = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_den).view(b, n, f), reverse=True)
+            dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
+            torch.add(dk_h, rev_norm.view(b * n, 1, f), out=_head_view(dk, i, n, c))
+            torch.add(torch.bmm(scores.transpose(1, 2), g_num), torch.bmm(kh, rev),
+                      out=_head_view(d_v, i, n, c))
+        return dq[:, :t], dk[:, :t], d_v[:, :t], None, None
 
 
 def causal_linear_attention_loop(
@@ -277,7 +266,8 @@ def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_C
     """FLOPs of causal ``linear_attention`` for one (batch, head), as implemented (padding counted;
     a multiply-add = 2 FLOPs; N = ⌈T/C⌉ chunks).
 
-    Forward: chunk states kᵀv and q·S 4·T·F·Dv, scores 2·T·C·F, A·v 2·T·C·Dv, the two scans,
+    Forward: chunk states kᵀv and q·S 4·T·F·Dv, scores 2·T·C·F, A·v 2·T·C·Dv, the two scans
+    ((N − 1)·width additions each),
     normaliser (A·1, q·z, Σk) T·C + 3·T·F, division T·Dv.
     Backward (``backward=True`` adds it): B 2·T·C·Dv + T·C, B·k and Bᵀ·q 4·T·C·F, g_n·Sᵀ, qᵀg_n,
     v·Rᵀ, k·R 8·T·F·Dv, Aᵀ·g_n 2·T·C·Dv, the two reverse scans, g_d·z, q·g_d, r 5·T·F, and the
