@@ -329,3 +329,20 @@ def test_no_nan_or_inf_at_8192_with_large_inputs(dtype):
                 y = linear_attention(fq.to(dtype), fk.to(dtype), v)
                 assert y.dtype == dtype
                 assert torch.isfinite(y).all(), (name, pos_dim, fmap, dtype)
+
+
+def test_elu_plus_one_matches_elu_values_and_gradient():
+    """Against the closed form φ = x + 1 (x > 0) or exp(x), slope 1 or exp(x), and F.elu + 1 (whose
+    expm1(x) + 1 loses relative precision for very negative x, hence its absolute tolerance)."""
+    from stripes.nn.attention import elu_plus_one
+
+    x = torch.cat([torch.linspace(-30, 30, 601, dtype=torch.float64), torch.tensor([0.0, -0.0, 1e-300])])
+    leaf = x.clone().requires_grad_()
+    y = elu_plus_one(leaf)
+    exact = torch.where(x > 0, x + 1, torch.exp(x))
+    assert torch.allclose(y, exact, rtol=1e-15, atol=0)
+    assert torch.allclose(y, torch.nn.functional.elu(x) + 1, rtol=0, atol=1e-15)
+    grad = torch.randn_like(x)
+    y.backward(grad)
+    assert torch.allclose(leaf.grad, grad * torch.where(x > 0, torch.ones_like(x), torch.exp(x)), rtol=1e-15, atol=0)
+    assert torch.autograd.gradcheck(elu_plus_one, (torch.randn(20, dtype=torch.float64, requires_grad=True),))

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from stripes.nn.attention import (
-    DEFAULT_CHUNK_SIZE, causal_linear_attention_loop, chunked_attention_flops, linear_attention,
+    DEFAULT_CHUNK_SIZE, EluFeatureMap, causal_linear_attention_loop, chunked_attention_flops, linear_attention,
 )
 from stripes.machine import machine_info
 from stripes.pe import build_pe
@@ -172,6 +172,7 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
                 y.transpose(1, 2).backward(grad.to(y.dtype))
         return step, D
     pe = build_pe(method, H, D, 1).to(device)
+    feature_map = EluFeatureMap(pe.out_dim)
 
     def step():
         q.grad = k.grad = v.grad = None
@@ -179,7 +180,7 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
         with grad_mode():
             with autocast():
                 qt, kt = pe.forward_qk(q, k, pos)
-            fq, fk = F.elu(qt.float()) + 1, F.elu(kt.float()) + 1
+            fq, fk = feature_map.forward_qk(qt, kt)  # the model's φ = elu + 1, float32
             if loop:
                 y = causal_linear_attention_loop(fq, fk, v, chunk_size=chunk_size)
             else:
