@@ -346,3 +346,28 @@ def test_elu_plus_one_matches_elu_values_and_gradient():
     y.backward(grad)
     assert torch.allclose(leaf.grad, grad * torch.where(x > 0, torch.ones_like(x), torch.exp(x)), rtol=1e-15, atol=0)
     assert torch.autograd.gradcheck(elu_plus_one, (torch.randn(20, dtype=torch.float64, requires_grad=True),))
+
+
+@pytest.mark.parametrize("heads,chunk", [(1, 8), (3, 5), (2, 64)])  # 5 and 64 pad T = 37
+def test_elu_feature_map_inside_matches_phi_then_attention(heads, chunk):
+    """feature_map="elu" (φ fused into the chunk gathering and the gradient write-back) against
+    φ = elu + 1 applied first and the quadratic float64 reference: outputs and raw-input gradients."""
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(2, 37, heads, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 37, heads, 4, generator=g, dtype=torch.float64)
+    grad = torch.randn(2, 37, heads, 4, generator=g, dtype=torch.float64)
+    fused = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = linear_attention(*fused, chunk_size=chunk, feature_map="elu")
+    out.backward(grad)
+    refs = [x.clone().requires_grad_() for x in (q, k, v)]
+    phi = lambda x: torch.nn.functional.elu(x) + 1  # noqa: E731
+    ref = quadratic_reference(phi(refs[0]), phi(refs[1]), refs[2], True)
+    ref.backward(grad)
+    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
+    for a, b in zip(fused, refs):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+    # the non-causal path applies φ first
+    assert torch.allclose(linear_attention(q, k, v, causal=False, feature_map="elu"),
+                          quadratic_reference(phi(q), phi(k), v, False), rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="feature_map"):
+        linear_attention(q, k, v, feature_map="relu")

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from stripes.nn.attention import (
-    DEFAULT_CHUNK_SIZE, EluFeatureMap, causal_linear_attention_loop, chunked_attention_flops, linear_attention,
+    DEFAULT_CHUNK_SIZE, causal_linear_attention_loop, chunked_attention_flops, elu_plus_one, linear_attention,
 )
 from stripes.machine import machine_info
 from stripes.pe import build_pe
@@ -172,7 +172,6 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
                 y.transpose(1, 2).backward(grad.to(y.dtype))
         return step, D
     pe = build_pe(method, H, D, 1).to(device)
-    feature_map = EluFeatureMap(pe.out_dim)
 
     def step():
         q.grad = k.grad = v.grad = None
@@ -180,11 +179,12 @@ def make_step(method: str, t: int, chunk_size: int = DEFAULT_CHUNK_SIZE, loop: b
         with grad_mode():
             with autocast():
                 qt, kt = pe.forward_qk(q, k, pos)
-            fq, fk = feature_map.forward_qk(qt, kt)  # the model's φ = elu + 1, float32
+            qt, kt = qt.float(), kt.float()  # φ = elu + 1 and the sums in float32, as in the model
             if loop:
-                y = causal_linear_attention_loop(fq, fk, v, chunk_size=chunk_size)
+                y = causal_linear_attention_loop(elu_plus_one(qt), elu_plus_one(kt), v, chunk_size=chunk_size)
             else:
-                y = linear_attention(fq, fk, v, causal=True, chunk_size=chunk_size, impl=impl, dtype=amp)
+                y = linear_attention(qt, kt, v, causal=True, chunk_size=chunk_size, impl=impl, dtype=amp,
+                                     feature_map="elu")
         if backward:
             y.backward(grad)
     return step, pe.out_dim

@@ -68,11 +68,13 @@ def linear_attention(
     eps: float = 1e-6,
     impl: str = "torch",
     dtype: torch.dtype | None = None,
+    feature_map: str | None = None,
 ) -> torch.Tensor:
     """Linear attention on non-negative features ([S] eq. 3 with 𝖺_mn = φ(q̃_m)·φ(k̃_n)).
 
     Args:
-        q_feat, k_feat: (B, T, H, F) feature-mapped queries/keys, φ(q̃) and φ(k̃) (non-negative).
+        q_feat, k_feat: (B, T, H, F) feature-mapped queries/keys, φ(q̃) and φ(k̃) (non-negative),
+            or q̃, k̃ themselves with ``feature_map="elu"``.
         v: (B, T, H, Dv) values.
         causal: if True, position m attends to n ≤ m only; otherwise to all n.
         chunk_size: chunk length C of the causal algorithm (any C ≥ 1; T need not be a multiple).
@@ -85,13 +87,25 @@ def linear_attention(
             ``select_impl`` says so; non-causal attention and CPU calls always stay here.
         dtype: the fused kernel's dtype (``kernel_dtype``: bfloat16 under autocast); the PyTorch
             path ignores it.
+        feature_map: None (q_feat, k_feat are already φ-mapped) or ``"elu"``: φ = elu + 1
+            (``elu_plus_one``) is applied here. The same values and gradients; on the causal
+            PyTorch path φ is then computed head by head while the chunks are gathered, and its
+            slope applied while the gradients are written back, instead of in separate passes over
+            (B, T, H, F) tensors.
 
     Returns:
         (B, T, H, Dv) in v's dtype. Internally everything is float32 (or float64 if given).
 
     Raises:
-        ValueError, RuntimeError, ImportError: see ``select_impl`` (e.g. ``fla`` off CUDA).
+        ValueError, RuntimeError, ImportError: see ``select_impl`` (e.g. ``fla`` off CUDA); ValueError
+            for an unknown ``feature_map``.
     """
+    if feature_map not in (None, "elu"):
+        raise ValueError(f"stripes/nn/attention.py: feature_map must be None or 'elu', got {feature_map!r}")
+    fused_phi = feature_map == "elu" and causal and select_impl(impl, q_feat) != "fla"
+    if feature_map == "elu" and not fused_phi:
+        acc = torch.float64 if q_feat.dtype == torch.float64 else torch.float32
+        q_feat, k_feat = elu_plus_one(q_feat.to(acc)), elu_plus_one(k_feat.to(acc))
     if causal and select_impl(impl, q_feat) == "fla":
         return fused_causal_linear_attention(q_feat, k_feat, v, eps=eps, dtype=dtype)
     _check_shapes(q_feat, k_feat, v)
@@ -106,7 +120,7 @@ def linear_attention(
                              f"{tuple(q_feat.shape[:3])}, got {tuple(eps.shape)}")
         eps = eps.detach().to(acc)
     if causal:  # (B, T, H, ·) throughout, one head at a time
-        return _CausalLinearAttention.apply(q, k, val, chunk_size, eps).to(out_dtype)
+        return _CausalLinearAttention.apply(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
     # (B, H, T, F) layout: the matmuls run over the last two axes.
     q, k, val = q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2)
     if torch.is_tensor(eps):
@@ -183,7 +197,7 @@ class _CausalLinearAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, chunk, eps):
+    def forward(ctx, q, k, v, chunk, eps, phi):
         b, t, h, f = q.shape
         dv = v.shape[-1]
         c = min(chunk, t)
@@ -193,7 +207,11 @@ class _CausalLinearAttention(torch.autograd.Function):
         out = v.new_empty(b, n * c, h, dv)
         saved = []
         for i in range(h):
-            qh, kh, vh = (_head_chunks(x, i, n, c) for x in (q, k, v))
+            if phi:  # φ(q), φ(k) = elu + 1, written contiguous while gathering the head's chunks
+                qh, kh = (_elu_plus_one_values(_head_view(x, i, n, c)) for x in (q, k))
+            else:
+                qh, kh = _head_chunks(q, i, n, c), _head_chunks(k, i, n, c)
+            vh = _head_chunks(v, i, n, c)
             states = _exclusive_scan(torch.bmm(kh.transpose(1, 2), vh).view(b, n, f * dv))
             states = states.view(b * n, f, dv)
             norms = _exclusive_scan(kh.sum(dim=1).view(b, n, f)).view(b * n, f, 1)
@@ -204,7 +222,7 @@ class _CausalLinearAttention(torch.autograd.Function):
             torch.div(num, den, out=_head_view(out, i, n, c))
             saved += [qh, kh, vh, states, norms, scores, den]  # one head's chunks, contiguous
         ctx.save_for_backward(out, *saved)
-        ctx.shape = (b, t, h, f, dv, n, c)
+        ctx.shape, ctx.phi = (b, t, h, f, dv, n, c), phi
         return out[:, :t]
 
     @staticmethod
@@ -221,15 +239,23 @@ class _CausalLinearAttention(torch.autograd.Function):
             g_den = (g_num * _head_view(out, i, n, c)).sum(-1, keepdim=True).neg_()  # (B·N, C, 1)
             mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
             dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
-            torch.addcmul(dq_h, g_den, norms.transpose(1, 2), out=_head_view(dq, i, n, c))
+            if ctx.phi:  # through φ: slope min(φ, 1) (``_EluPlusOne``)
+                dq_h.addcmul_(g_den, norms.transpose(1, 2))
+                torch.mul(dq_h, qh.clamp(max=1.0), out=_head_view(dq, i, n, c))
+            else:
+                torch.addcmul(dq_h, g_den, norms.transpose(1, 2), out=_head_view(dq, i, n, c))
             rev = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_num).view(b, n, f * dv), reverse=True)
             rev = rev.view(b * n, f, dv)
             rev_norm = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_den).view(b, n, f), reverse=True)
             dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
-            torch.add(dk_h, rev_norm.view(b * n, 1, f), out=_head_view(dk, i, n, c))
+            if ctx.phi:
+                dk_h += rev_norm.view(b * n, 1, f)
+                torch.mul(dk_h, kh.clamp(max=1.0), out=_head_view(dk, i, n, c))
+            else:
+                torch.add(dk_h, rev_norm.view(b * n, 1, f), out=_head_view(dk, i, n, c))
             torch.add(torch.bmm(scores.transpose(1, 2), g_num), torch.bmm(kh, rev),
                       out=_head_view(d_v, i, n, c))
-        return dq[:, :t], dk[:, :t], d_v[:, :t], None, None
+        return dq[:, :t], dk[:, :t], d_v[:, :t], None, None, None
 
 
 def causal_linear_attention_loop(
@@ -289,6 +315,12 @@ def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_C
 # --------------------------------------------------------------------------------------------
 
 
+def _elu_plus_one_values(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0) + exp(min(x, 0)) = elu(x) + 1, a new tensor laid out densely (contiguous for a
+    strided view whose axes are in memory order)."""
+    return x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
+
+
 class _EluPlusOne(torch.autograd.Function):
     """φ(x) = elu(x) + 1 = max(x, 0) + exp(min(x, 0)), with dφ/dx = min(φ(x), 1).
 
@@ -299,7 +331,7 @@ class _EluPlusOne(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        y = x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
+        y = _elu_plus_one_values(x)
         ctx.save_for_backward(y)
         return y
 
@@ -479,12 +511,11 @@ class MultiHeadAttention(nn.Module):
             with torch.autocast(x.device.type, enabled=False):  # φ and the sums in float32
                 if isinstance(self.feature_map, FavorFeatureMap):  # ε on the unshifted features' scale
                     q_f, k_f, log_scale = self.feature_map.features(q_t, k_t)
-                    eps = self.feature_map.scaled_eps(self.eps, log_scale)
-                else:
-                    q_f, k_f = self.feature_map.forward_qk(q_t, k_t)
-                    eps = self.eps
+                    eps, phi = self.feature_map.scaled_eps(self.eps, log_scale), None
+                else:  # φ = elu + 1, applied inside linear_attention (fused on the causal CPU path)
+                    q_f, k_f, eps, phi = q_t, k_t, self.eps, "elu"
                 y = linear_attention(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=eps,
-                                     impl=self.attention_impl, dtype=fused_dtype)
+                                     impl=self.attention_impl, dtype=fused_dtype, feature_map=phi)
             y = F.dropout(y, self.dropout, self.training)
         else:
             y = F.scaled_dot_product_attention(
