@@ -27,6 +27,8 @@ import math
 import torch
 from torch import nn
 
+from stripes.kernels import fourier as fourier_kernel
+
 from .base import PositionalEncoding, compute_dtype, register_pe
 
 #: Tokens per chunk of ``pooled_fourier_features``: (C, H·D·2Nf) oscillators live at once
@@ -138,19 +140,58 @@ def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: tor
         ValueError: on mismatched shapes or chunk_tokens < 1.
     """
     b, t, h, d = x.shape
-    if frequencies.dim() != 4 or frequencies.shape[:2] != (h, d) or pos.shape != (b, t, frequencies.shape[3]):
-        raise ValueError(f"stripes/pe/fstripe.py: x {tuple(x.shape)}, pos {tuple(pos.shape)} and "
-                         f"frequencies {tuple(frequencies.shape)} do not fit (B,T,H,D), (B,T,P), (H,D,Nf,P)")
+    _check_shapes(x, pos, frequencies)
+    query = phases is not None
     chunk_tokens = CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
     if chunk_tokens < 1:
         raise ValueError(f"stripes/pe/fstripe.py: chunk_tokens must be >= 1, got {chunk_tokens}")
     acc = compute_dtype(x)
-    phases = torch.zeros_like(gains) if phases is None else phases
-    out = _PooledFourierFeatures.apply(
-        x.to(acc).reshape(b * t, h, d).contiguous(), pos.to(acc).reshape(b * t, -1).contiguous(),
-        frequencies.to(acc), phases.to(acc), gains.to(acc), int(chunk_tokens),
-    )
+    flat = x.to(acc).reshape(b * t, h, d)
+    pos, frequencies, gains = pos.to(acc).reshape(b * t, -1), frequencies.to(acc), gains.to(acc)
+    phases = torch.zeros_like(gains) if phases is None else phases.to(acc)
+    if _use_native(flat, pos, frequencies, phases, gains):
+        pair = fourier_kernel.fused_fourier_features(flat if query else None, None if query else flat,
+                                                     pos, frequencies, phases, gains)
+        out = pair[0] if query else pair[1]
+    else:
+        out = _PooledFourierFeatures.apply(flat.contiguous(), pos.contiguous(), frequencies, phases,
+                                           gains, int(chunk_tokens))
     return out.view(b, t, h, -1).to(x.dtype)
+
+
+def pooled_fourier_features_qk(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor,
+                               frequencies: torch.Tensor, phases: torch.Tensor,
+                               gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q̃, k̃) = (pooled features of q with ``phases``, of k with phase 0), sharing the oscillators.
+
+    Shapes, units and errors as ``pooled_fourier_features`` (q and k both (B, T, H, D)). With the
+    native kernel one sincos per (token, head, d, ω) serves both sides (module doc); otherwise the
+    two sides are computed one after the other by the PyTorch implementation.
+    """
+    if q.shape != k.shape:
+        raise ValueError(f"stripes/pe/fstripe.py: q {tuple(q.shape)} and k {tuple(k.shape)} differ")
+    b, t, h, d = q.shape
+    _check_shapes(q, pos, frequencies)
+    acc = compute_dtype(q)
+    flat_q, flat_k = q.to(acc).reshape(b * t, h, d), k.to(acc).reshape(b * t, h, d)
+    flat_pos, freq, ph, g = pos.to(acc).reshape(b * t, -1), frequencies.to(acc), phases.to(acc), gains.to(acc)
+    if not _use_native(flat_q, flat_k, flat_pos, freq, ph, g):
+        return (pooled_fourier_features(q, pos, frequencies, phases, gains),
+                pooled_fourier_features(k, pos, frequencies, None, gains))
+    qt, kt = fourier_kernel.fused_fourier_features(flat_q, flat_k, flat_pos, freq, ph, g)
+    return qt.view(b, t, h, -1).to(q.dtype), kt.view(b, t, h, -1).to(k.dtype)
+
+
+def _check_shapes(x, pos, frequencies):
+    b, t, h, d = x.shape
+    if frequencies.dim() != 4 or frequencies.shape[:2] != (h, d) or pos.shape != (b, t, frequencies.shape[3]):
+        raise ValueError(f"stripes/pe/fstripe.py: x {tuple(x.shape)}, pos {tuple(pos.shape)} and "
+                         f"frequencies {tuple(frequencies.shape)} do not fit (B,T,H,D), (B,T,P), (H,D,Nf,P)")
+
+
+def _use_native(*tensors) -> bool:
+    """The fused C kernel for CPU float32 inputs when it is available (else the PyTorch path)."""
+    return fourier_kernel.supports(*tensors) and fourier_kernel.available()
 
 
 class FStripe(PositionalEncoding):
@@ -175,7 +216,11 @@ class FStripe(PositionalEncoding):
         return self.transform(x, pos, query=False)
 
     def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-        return self.transform(q, pos, query=True), self.transform(k, pos, query=False)
+        """(q̃, k̃): both sides at once (one set of oscillators with the native kernel)."""
+        pos = self.check(q, pos)
+        self.check(k, pos)
+        gains = self.gains / math.sqrt(self.num_frequencies)
+        return pooled_fourier_features_qk(q, k, pos, self.frequencies, self.phases, gains)
 
 
 @register_pe("fstripe")
