@@ -25,6 +25,16 @@
  * quadrant's swap and signs. Branch-free, so it vectorises. */
 typedef struct { float s, c; } sincos_t;
 
+/* x with its sign flipped where bit 31 of mask is set (mask's other bits are ignored). */
+INLINE float flip_sign(float x, uint32_t mask)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits ^= mask & 0x80000000u;
+    memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
 INLINE sincos_t sincos_f32(float a)
 {
     const float two_over_pi = 0.636619772367581343f;
@@ -38,21 +48,25 @@ INLINE sincos_t sincos_f32(float a)
     float sp = fmaf(fmaf(fmaf(-1.9515295891e-4f, r2, 8.3321608736e-3f), r2, -1.6666654611e-1f), r2 * r, r);
     float cp = fmaf(fmaf(fmaf(fmaf(2.443315711809948e-5f, r2, -1.388731625493765e-3f), r2,
                               4.166664568298827e-2f), r2, -0.5f), r2, 1.0f);
-    int swap = quadrant & 1;
-    float s = swap ? cp : sp;
-    float c = swap ? sp : cp;
-    sincos_t out = { (quadrant & 2) ? -s : s, ((quadrant + 1) & 2) ? -c : c };
+    /* quadrant q: (sin, cos) = (sp, cp), (cp, −sp), (−sp, −cp), (−cp, sp) for q mod 4 = 0…3 */
+    const int swap = quadrant & 1;
+    sincos_t out = { flip_sign(swap ? cp : sp, (uint32_t)quadrant << 30),
+                     flip_sign(swap ? sp : cp, (uint32_t)(quadrant + 1) << 30) };
     return out;
 }
 
-/* angles[j] = Σ_p pos_p F[p·stride + j] for j < stride (P > 1: one pass per p, vectorised over j). */
+/* angles[j] = Σ_p pos_p F[p·stride + j] for j < stride (P > 1: one pass per non-zero pos_p, so
+ * binary positions such as BIN's 12-d chroma cost one pass per active pitch class). */
 INLINE void angles_into(float *angles, const float *pn, const float *F, int64_t stride, int64_t P)
 {
     for (int64_t j = 0; j < stride; ++j)
-        angles[j] = pn[0] * F[j];
-    for (int64_t p = 1; p < P; ++p)
+        angles[j] = 0.f;
+    for (int64_t p = 0; p < P; ++p) {
+        if (pn[p] == 0.f)
+            continue;
         for (int64_t j = 0; j < stride; ++j)
             angles[j] = fmaf(pn[p], F[p * stride + j], angles[j]);
+    }
 }
 
 INLINE void forward_body(int64_t N, int64_t H, int64_t D, int64_t NF, int64_t P,
@@ -76,7 +90,7 @@ INLINE void forward_body(int64_t N, int64_t H, int64_t D, int64_t NF, int64_t P,
                 const float *Fw = Fh + w * D, *aw = angles + w * D;
                 const float *gw = gh + w * D, *gcw = gch + w * D, *gsw = gsh + w * D;
                 float qc = 0.f, qs = 0.f, kc = 0.f, ks = 0.f;
-#pragma omp simd reduction(+ : qc, qs, kc, ks)
+
                 for (int64_t d = 0; d < D; ++d) {
                     const sincos_t sc = sincos_f32(one_pos ? pn[0] * Fw[d] : aw[d]);
                     const float s = sc.s, c = sc.c;
@@ -190,8 +204,9 @@ INLINE void backward_body(int64_t N, int64_t H, int64_t D, int64_t NF, int64_t P
             if (has_q) memcpy(dq + (n * H + h) * D, dqb, sizeof(float) * D);
             if (has_k) memcpy(dk + (n * H + h) * D, dkb, sizeof(float) * D);
             for (int64_t p = 0; !one_pos && p < P; ++p)
-                for (int64_t j = 0; j < stride; ++j)
-                    af[p * stride + j] = fmaf(pn[p], dangles[j], af[p * stride + j]);
+                if (pn[p] != 0.f)
+                    for (int64_t j = 0; j < stride; ++j)
+                        af[p * stride + j] = fmaf(pn[p], dangles[j], af[p * stride + j]);
             if ((n + 1) % FLUSH_TOKENS == 0 || n + 1 == N) {
                 for (int64_t i = 0; i < P * stride; ++i) df[i] += af[i];
                 for (int64_t i = 0; i < stride; ++i) { dth[i] += ath[i]; dg[i] += ag[i]; }

@@ -31,7 +31,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
+         "-fno-signed-zeros", "-fopenmp-simd",
          "-fPIC", "-shared"]
 LIBS = ["-lm"]
 #: seconds allowed for one compile (it takes about 1 s)
