@@ -126,7 +126,7 @@ def test_native_and_pytorch_fallback_agree_through_the_module(pos_dim, monkeypat
     with torch.no_grad():
         pe.phases.normal_()
         pe.gains.uniform_(0.5, 1.5)
-    q, k = torch.randn(3, 29, 2, 24), torch.randn(3, 29, 2, 24)
+    q, k = torch.randn(3, 2, 29, 24).transpose(1, 2), torch.randn(3, 29, 2, 24)  # q not contiguous
     pos = torch.arange(29.0).view(1, 29, 1).expand(3, 29, pos_dim) * (torch.rand(3, 29, pos_dim) < 0.5)
     wq, wk, wf = (torch.randn(3, 29, 2, 12) for _ in range(3))
 
@@ -144,6 +144,17 @@ def test_native_and_pytorch_fallback_agree_through_the_module(pos_dim, monkeypat
     fallback_out = run()
     for a, b in zip(native_out, fallback_out):
         torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-4 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("native_flag", ["1", "0"])
+def test_an_empty_sequence_gives_empty_features_and_zero_gradients(native_flag, monkeypatch):
+    monkeypatch.setenv("STRIPES_NATIVE", native_flag)
+    pe = build_pe("fstripe", 2, 8, 3, num_frequencies=4)
+    q, k = torch.randn(2, 0, 2, 8, requires_grad=True), torch.randn(2, 0, 2, 8, requires_grad=True)
+    qt, kt = pe.forward_qk(q, k, torch.zeros(2, 0, 3))
+    assert qt.shape == kt.shape == (2, 0, 2, 8)
+    (qt.sum() + kt.sum()).backward()
+    assert q.grad.shape == q.shape and pe.frequencies.grad.abs().sum() == 0 and pe.gains.grad.abs().sum() == 0
 
 
 def test_stripes_native_0_takes_the_pytorch_path(monkeypatch):

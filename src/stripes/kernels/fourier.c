@@ -158,8 +158,6 @@ INLINE void backward_body(int64_t N, int64_t H, int64_t D, int64_t NF, int64_t P
         const float *gh = g + h * stride, *cth = ct + h * stride, *sth = st + h * stride;
         double *df = dfreq + h * P * stride, *dth = dphase + h * stride, *dg = dgain + h * stride;
         memset(acc, 0, sizeof(float) * (P + 2) * stride);
-        for (int64_t i = 0; i < P * stride; ++i) df[i] = 0.0;
-        for (int64_t i = 0; i < stride; ++i) { dth[i] = 0.0; dg[i] = 0.0; }
         for (int64_t n = 0; n < N; ++n) {
             const float *pn = pos + n * P;
             const float *qn = has_q ? q + (n * H + h) * D : 0;
@@ -231,6 +229,10 @@ int fourier_backward(int64_t N, int64_t H, int64_t D, int64_t NF, int64_t P,
         return 1;
     float *angles = (float *)((char *)acc + block * (P + 2)), *dangles = (float *)((char *)acc + block * (P + 3));
     float *dqb = (float *)((char *)acc + block * (P + 4));  /* (2, D): dq and dk of one token */
+    /* zero sums even when no side runs (N = 0: empty tensors may come with NULL data pointers) */
+    memset(dfreq, 0, sizeof(double) * H * P * NF * D);
+    memset(dphase, 0, sizeof(double) * H * NF * D);
+    memset(dgain, 0, sizeof(double) * H * NF * D);
 #define BWD(HQ, HK, PP) backward_body(N, H, D, NF, PP, pos, freq, g, ct, st, q, k, gq, gk, dq, dk, \
                                       dfreq, dphase, dgain, acc, angles, dangles, dqb, HQ, HK, \
                                       PP == 1)

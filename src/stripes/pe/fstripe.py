@@ -161,7 +161,7 @@ def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: tor
         raise ValueError(f"stripes/pe/fstripe.py: chunk_tokens must be >= 1, got {chunk_tokens}")
     acc = compute_dtype(x)
     flat = x.to(acc).reshape(b * t, h, d)
-    pos, frequencies, gains = pos.to(acc).reshape(b * t, -1), frequencies.to(acc), gains.to(acc)
+    pos, frequencies, gains = pos.to(acc).reshape(b * t, pos.shape[-1]), frequencies.to(acc), gains.to(acc)
     phases = torch.zeros_like(gains) if phases is None else phases.to(acc)
     if _use_native(flat, pos, frequencies, phases, gains):
         pair = fourier_kernel.fused_fourier_features(flat if query else None, None if query else flat,
@@ -170,7 +170,7 @@ def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: tor
     else:
         out = _PooledFourierFeatures.apply(flat.contiguous(), pos.contiguous(), frequencies, phases,
                                            gains, int(chunk_tokens))
-    return out.view(b, t, h, -1).to(x.dtype)
+    return out.view(b, t, h, out.shape[-1]).to(x.dtype)
 
 
 def pooled_fourier_features_qk(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor,
@@ -188,12 +188,12 @@ def pooled_fourier_features_qk(q: torch.Tensor, k: torch.Tensor, pos: torch.Tens
     _check_shapes(q, pos, frequencies)
     acc = compute_dtype(q)
     flat_q, flat_k = q.to(acc).reshape(b * t, h, d), k.to(acc).reshape(b * t, h, d)
-    flat_pos, freq, ph, g = pos.to(acc).reshape(b * t, -1), frequencies.to(acc), phases.to(acc), gains.to(acc)
+    flat_pos, freq, ph, g = pos.to(acc).reshape(b * t, pos.shape[-1]), frequencies.to(acc), phases.to(acc), gains.to(acc)
     if not _use_native(flat_q, flat_k, flat_pos, freq, ph, g):
         return (pooled_fourier_features(q, pos, frequencies, phases, gains),
                 pooled_fourier_features(k, pos, frequencies, None, gains))
     qt, kt = fourier_kernel.fused_fourier_features(flat_q, flat_k, flat_pos, freq, ph, g)
-    return qt.view(b, t, h, -1).to(q.dtype), kt.view(b, t, h, -1).to(k.dtype)
+    return qt.view(b, t, h, qt.shape[-1]).to(q.dtype), kt.view(b, t, h, kt.shape[-1]).to(k.dtype)
 
 
 def _check_shapes(x, pos, frequencies):
