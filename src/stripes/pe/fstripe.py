@@ -18,9 +18,9 @@ cos(a + θ) = cos a cos θ − sin a sin θ, sin(a + θ) = sin a cos θ + cos a 
 costs T·H·D·Nf sincos in the forward and as many again in the backward (which recomputes them and
 accumulates the gradients of q, k, f, θ, λ over tokens in one pass). Nothing of size T·H·D·Nf is
 stored; memory is O(B·T·H·(D + Nf)). Single-threaded. Measured on the 2-core Xeon (T = 8192, B = 1,
-H = 4, D = 128, Nf = 8, P = 1, one thread): PE forward + backward of q and k ≈ 66 ms (the C calls:
-forward 24–27 ms, backward 35–38 ms) against 424 ms for the PyTorch path below; the attention
-block 176–192 ms against 500.
+H = 4, D = 128, Nf = 8, P = 1, one thread, best of 5, A/B interleaved): PE forward + backward of
+q and k 66–71 ms (the C calls: forward 24–30 ms, backward 35–41 ms) against 424–445 ms for the
+PyTorch path below; the attention block 141–149 ms against 510–553 (causal SDPA 1994 ms: 14.1×).
 
 The PyTorch implementation (``_PooledFourierFeatures``) is the reference and the fallback: float64
 inputs, CUDA tensors, env ``STRIPES_NATIVE=0``, no C compiler or a failed compile (warned once).
