@@ -11,13 +11,26 @@ Choices (the papers do not state them): Nf = 8 by default; f ~ N(0, init_scale²
 (cycles per label unit, init_scale 0.05), θ = 0, λ = 1 at initialisation; all three learnable.
 ``.frequencies`` has shape (H, D, Nf, P).
 
-Computation (``pooled_fourier_features``): the sum over d is formed per token as a (1×D)·(D×2Nf)
-product, chunk by chunk over the B·T tokens, so no (B, T, H, D, Nf) tensor is ever built: memory is
-O(B·T·H·(D + Nf)) plus one chunk's (C, H, D, 2Nf) oscillators. The sine is the cosine at the
-angle − π/2, so one ``addmm`` (angles for both) and one ``cos`` give the whole bank; the backward
-pass recomputes it per chunk (one cosine pass, since d cos/dangle is the other slot's value) and
-contracts over tokens with matmuls. Exact (to rounding) against the direct formula in float64
-(tests/test_pe.py).
+Computation. On CPU float32 inputs (training and the benchmark) a fused C kernel does the work
+(``stripes.kernels.fourier``, compiled at first use; ``stripes.kernels.native``): the key-side angle
+a = 2π f·p needs one sincos per (token, head, d, ω), and the query side reuses it through
+cos(a + θ) = cos a cos θ − sin a sin θ, sin(a + θ) = sin a cos θ + cos a sin θ, so ``forward_qk``
+costs T·H·D·Nf sincos in the forward and as many again in the backward (which recomputes them and
+accumulates the gradients of q, k, f, θ, λ over tokens in one pass). Nothing of size T·H·D·Nf is
+stored; memory is O(B·T·H·(D + Nf)). Single-threaded. Measured on the 2-core Xeon (T = 8192, B = 1,
+H = 4, D = 128, Nf = 8, P = 1, one thread, best of 5, A/B interleaved): PE forward + backward of
+q and k 66–71 ms (the C calls: forward 24–30 ms, backward 35–41 ms) against 424–445 ms for the
+PyTorch path below; the attention block 141–149 ms against 510–553 (causal SDPA 1994 ms: 14.1×).
+
+The PyTorch implementation (``_PooledFourierFeatures``) is the reference and the fallback: float64
+inputs, CUDA tensors, env ``STRIPES_NATIVE=0``, no C compiler or a failed compile (warned once).
+It forms the sum over d per token as a (1×D)·(D×2Nf) product, chunk by chunk over the B·T tokens,
+so no (B, T, H, D, Nf) tensor is ever built: memory is O(B·T·H·(D + Nf)) plus one chunk's
+(C, H, D, 2Nf) oscillators. The sine is the cosine at the angle − π/2, so one ``addmm`` (angles for
+both) and one ``cos`` give the whole bank; the backward pass recomputes it per chunk (one cosine
+pass, since d cos/dangle is the other slot's value) and contracts over tokens with matmuls. Both
+are exact (to rounding) against the direct formula in float64 (tests/test_pe.py,
+tests/test_fourier_kernel.py).
 """
 
 from __future__ import annotations
@@ -27,12 +40,14 @@ import math
 import torch
 from torch import nn
 
+from stripes.kernels import fourier as fourier_kernel
+
 from .base import PositionalEncoding, compute_dtype, register_pe
 
-#: Tokens per chunk of ``pooled_fourier_features``: (C, H·D·2Nf) oscillators live at once
-#: (16 × 8192 float32 = 512 KiB at H = 4, D = 128, Nf = 8). Measured on the 2-core CPU (attention
-#: block at T = 8192, forward + backward, one thread, CPU time): C = 16/32 554–577 ms, 8: 609,
-#: 64: 606–629, 128: 694, 1024: 1563.
+#: Tokens per chunk of the PyTorch path of ``pooled_fourier_features`` (the native kernel works per
+#: token and ignores it): (C, H·D·2Nf) oscillators live at once (16 × 8192 float32 = 512 KiB at
+#: H = 4, D = 128, Nf = 8). Measured on the 2-core CPU (attention block at T = 8192, forward +
+#: backward, one thread, CPU time): C = 16/32 554–577 ms, 8: 609, 64: 606–629, 128: 694, 1024: 1563.
 CHUNK_TOKENS = 16
 
 
@@ -127,8 +142,8 @@ def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: tor
         frequencies: (H, D, Nf, P) in cycles per label unit.
         phases: (H, D, Nf) radians, or None for 0 (the key side).
         gains: (H, D, Nf).
-        chunk_tokens: tokens per chunk (memory O(chunk · H·D·Nf) for the oscillators); None =
-            ``CHUNK_TOKENS``.
+        chunk_tokens: tokens per chunk of the PyTorch path (memory O(chunk · H·D·Nf) for the
+            oscillators); None = ``CHUNK_TOKENS``. The native kernel (CPU float32) ignores it.
 
     Returns:
         (B, T, H, 2Nf), entries 2ω = Σ_d x_d gains_dω cos(2π f_dω·p + θ_dω) and 2ω+1 the sines,
@@ -136,21 +151,61 @@ def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: tor
 
     Raises:
         ValueError: on mismatched shapes or chunk_tokens < 1.
+        MemoryError: if the native kernel cannot allocate its O(H·D·Nf·P) scratch.
     """
     b, t, h, d = x.shape
-    if frequencies.dim() != 4 or frequencies.shape[:2] != (h, d) or pos.shape != (b, t, frequencies.shape[3]):
-        raise ValueError(f"stripes/pe/fstripe.py: x {tuple(x.shape)}, pos {tuple(pos.shape)} and "
-                         f"frequencies {tuple(frequencies.shape)} do not fit (B,T,H,D), (B,T,P), (H,D,Nf,P)")
+    _check_shapes(x, pos, frequencies)
+    query = phases is not None
     chunk_tokens = CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
     if chunk_tokens < 1:
         raise ValueError(f"stripes/pe/fstripe.py: chunk_tokens must be >= 1, got {chunk_tokens}")
     acc = compute_dtype(x)
-    phases = torch.zeros_like(gains) if phases is None else phases
-    out = _PooledFourierFeatures.apply(
-        x.to(acc).reshape(b * t, h, d).contiguous(), pos.to(acc).reshape(b * t, -1).contiguous(),
-        frequencies.to(acc), phases.to(acc), gains.to(acc), int(chunk_tokens),
-    )
-    return out.view(b, t, h, -1).to(x.dtype)
+    flat = x.to(acc).reshape(b * t, h, d)
+    pos, frequencies, gains = pos.to(acc).reshape(b * t, pos.shape[-1]), frequencies.to(acc), gains.to(acc)
+    phases = torch.zeros_like(gains) if phases is None else phases.to(acc)
+    if _use_native(flat, pos, frequencies, phases, gains):
+        pair = fourier_kernel.fused_fourier_features(flat if query else None, None if query else flat,
+                                                     pos, frequencies, phases, gains)
+        out = pair[0] if query else pair[1]
+    else:
+        out = _PooledFourierFeatures.apply(flat.contiguous(), pos.contiguous(), frequencies, phases,
+                                           gains, int(chunk_tokens))
+    return out.view(b, t, h, out.shape[-1]).to(x.dtype)
+
+
+def pooled_fourier_features_qk(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor,
+                               frequencies: torch.Tensor, phases: torch.Tensor,
+                               gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q̃, k̃) = (pooled features of q with ``phases``, of k with phase 0), sharing the oscillators.
+
+    Shapes, units and errors as ``pooled_fourier_features`` (q and k both (B, T, H, D)). With the
+    native kernel one sincos per (token, head, d, ω) serves both sides (module doc); otherwise the
+    two sides are computed one after the other by the PyTorch implementation.
+    """
+    if q.shape != k.shape:
+        raise ValueError(f"stripes/pe/fstripe.py: q {tuple(q.shape)} and k {tuple(k.shape)} differ")
+    b, t, h, d = q.shape
+    _check_shapes(q, pos, frequencies)
+    acc = compute_dtype(q)
+    flat_q, flat_k = q.to(acc).reshape(b * t, h, d), k.to(acc).reshape(b * t, h, d)
+    flat_pos, freq, ph, g = pos.to(acc).reshape(b * t, pos.shape[-1]), frequencies.to(acc), phases.to(acc), gains.to(acc)
+    if not _use_native(flat_q, flat_k, flat_pos, freq, ph, g):
+        return (pooled_fourier_features(q, pos, frequencies, phases, gains),
+                pooled_fourier_features(k, pos, frequencies, None, gains))
+    qt, kt = fourier_kernel.fused_fourier_features(flat_q, flat_k, flat_pos, freq, ph, g)
+    return qt.view(b, t, h, qt.shape[-1]).to(q.dtype), kt.view(b, t, h, kt.shape[-1]).to(k.dtype)
+
+
+def _check_shapes(x, pos, frequencies):
+    b, t, h, d = x.shape
+    if frequencies.dim() != 4 or frequencies.shape[:2] != (h, d) or pos.shape != (b, t, frequencies.shape[3]):
+        raise ValueError(f"stripes/pe/fstripe.py: x {tuple(x.shape)}, pos {tuple(pos.shape)} and "
+                         f"frequencies {tuple(frequencies.shape)} do not fit (B,T,H,D), (B,T,P), (H,D,Nf,P)")
+
+
+def _use_native(*tensors) -> bool:
+    """The fused C kernel for CPU float32 inputs when it is available (else the PyTorch path)."""
+    return fourier_kernel.supports(*tensors) and fourier_kernel.available()
 
 
 class FStripe(PositionalEncoding):
@@ -175,7 +230,11 @@ class FStripe(PositionalEncoding):
         return self.transform(x, pos, query=False)
 
     def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-        return self.transform(q, pos, query=True), self.transform(k, pos, query=False)
+        """(q̃, k̃): both sides at once (one set of oscillators with the native kernel)."""
+        pos = self.check(q, pos)
+        self.check(k, pos)
+        gains = self.gains / math.sqrt(self.num_frequencies)
+        return pooled_fourier_features_qk(q, k, pos, self.frequencies, self.phases, gains)
 
 
 @register_pe("fstripe")
