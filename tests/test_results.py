@@ -85,7 +85,7 @@ def _evaluator(results_dir, names, barrier):
         results.update_store(results_dir, make_rows(name))
 
 
-def _two_concurrent_evaluators(results_dir, monkeypatch) -> set:
+def _two_concurrent_evaluators(results_dir, monkeypatch) -> tuple[set, list]:
     import multiprocessing
     import time
 
@@ -104,19 +104,20 @@ def _two_concurrent_evaluators(results_dir, monkeypatch) -> set:
         job.start()
     for job in jobs:
         job.join(60)
-        assert job.exitcode == 0
-    return set(results.load_store(results_dir)["run_dir"])
+    return set(results.load_store(results_dir)["run_dir"]), [job.exitcode for job in jobs]
 
 
 def test_two_concurrent_evaluations_keep_every_run(tmp_path, monkeypatch):
-    runs = _two_concurrent_evaluators(tmp_path / "locked", monkeypatch)
+    runs, exitcodes = _two_concurrent_evaluators(tmp_path / "locked", monkeypatch)
+    assert exitcodes == [0, 0]
     assert runs == {f"runs/{who}{i}" for who in "ab" for i in range(6)}
-    # the injected fault: without the lock the same two jobs lose runs (the 8 of 12)
+    # the injected fault: without the lock the same two jobs lose runs (the 8 of 12), or
+    # one of them dies reading a store the other replaced mid-read (seen under load)
     import contextlib
 
     monkeypatch.setattr(results, "store_lock", lambda *a, **k: contextlib.nullcontext())
-    runs = _two_concurrent_evaluators(tmp_path / "unlocked", monkeypatch)
-    assert len(runs) < 12
+    runs, exitcodes = _two_concurrent_evaluators(tmp_path / "unlocked", monkeypatch)
+    assert len(runs) < 12 or exitcodes != [0, 0]
 
 
 def test_drop_runs_removes_only_their_rows(tmp_path):
