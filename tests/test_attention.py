@@ -371,3 +371,41 @@ def test_elu_feature_map_inside_matches_phi_then_attention(heads, chunk):
                           quadratic_reference(phi(q), phi(k), v, False), rtol=1e-9, atol=1e-10)
     with pytest.raises(ValueError, match="feature_map"):
         linear_attention(q, k, v, feature_map="relu")
+
+
+@pytest.mark.parametrize("group", [1, 2, 4])
+def test_head_groups_give_the_same_result(group, monkeypatch):
+    """Heads gathered 1, 2 or 4 at a time (GROUP_STATE_BYTES): outputs and gradients against the
+    quadratic reference, with φ inside and a per-query ε tensor."""
+    import stripes.nn.attention as attention
+
+    b, t, h, f, dv = 2, 29, 4, 3, 5
+    per_head = b * 4 * f * dv * 8  # float64, N = 4 chunks of 8
+    monkeypatch.setattr(attention, "GROUP_STATE_BYTES", group * per_head)
+    assert [s.stop - s.start for s in attention._head_groups(h, per_head)] == [group] * (h // group)
+    g = torch.Generator().manual_seed(11)
+    q, k = (torch.randn(b, t, h, f, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(b, t, h, dv, generator=g, dtype=torch.float64)
+    eps = 0.1 + torch.rand(b, t, h, generator=g, dtype=torch.float64)
+    grad = torch.randn(b, t, h, dv, generator=g, dtype=torch.float64)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = linear_attention(*leaves, chunk_size=8, eps=eps, feature_map="elu")
+    out.backward(grad)
+    refs = [x.clone().requires_grad_() for x in (q, k, v)]
+    phi = lambda x: torch.nn.functional.elu(x) + 1  # noqa: E731
+    fq, fk, vv = phi(refs[0]).transpose(1, 2), phi(refs[1]).transpose(1, 2), refs[2].transpose(1, 2)
+    a = (fq @ fk.transpose(-1, -2)) * torch.ones(t, t, dtype=torch.float64).tril()
+    ref = ((a @ vv) / (a.sum(-1, keepdim=True) + eps.transpose(1, 2).unsqueeze(-1))).transpose(1, 2)
+    ref.backward(grad)
+    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
+    for x, y in zip(leaves, refs):
+        assert torch.allclose(x.grad, y.grad, rtol=1e-9, atol=1e-10)
+
+
+def test_head_groups_divide_the_heads():
+    from stripes.nn.attention import GROUP_STATE_BYTES, _head_groups
+
+    assert _head_groups(4, GROUP_STATE_BYTES // 2) == [slice(0, 2), slice(2, 4)]
+    assert _head_groups(6, GROUP_STATE_BYTES // 4) == [slice(0, 3), slice(3, 6)]  # 4 does not divide 6
+    assert _head_groups(4, 2 * GROUP_STATE_BYTES) == [slice(i, i + 1) for i in range(4)]
+    assert _head_groups(8, 1) == [slice(0, 8)]

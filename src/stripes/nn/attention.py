@@ -161,14 +161,39 @@ def _scan_flops(n: int, m: int) -> int:
     return (n - 1) * m
 
 
-def _head_chunks(x: torch.Tensor, head: int, chunks: int, c: int) -> torch.Tensor:
-    """Head ``head`` of a contiguous (B, N·C, H, X) tensor as a contiguous (B·N, C, X) tensor."""
-    return _head_view(x, head, chunks, c).contiguous()
+#: Heads are processed in groups whose chunk states (B·N·G·F·Dv floats) stay under this many bytes:
+#: every temporary then stays far below glibc's 32 MiB mmap threshold (above it, every allocation
+#: pays a page fault per 4 KiB: about 28 ms per 33.5 MiB block on the 2-core box, more than the
+#: matmuls it holds), while small problems take all heads at once (fewer, larger ops). Measured
+#: (one thread, fwd + bwd, H = 4): 4 MiB gives one head at a time at B=1, T=8192, D=128 (16 MiB,
+#: two heads, was 10 % slower) and all heads at B=8, T=256, D=16 (4.8 ms vs 5.4 ms one by one).
+GROUP_STATE_BYTES = 4 * 2 ** 20
 
 
-def _head_view(x: torch.Tensor, head: int, chunks: int, c: int) -> torch.Tensor:
-    """Head ``head`` of a contiguous (B, N·C, H, X) tensor as a strided (B·N, C, X) view."""
-    return x[:, :, head].view(x.shape[0] * chunks, c, x.shape[-1])
+def _head_groups(h: int, per_head_bytes: int) -> list[slice]:
+    """Equal groups of consecutive heads (the largest divisor of H within ``GROUP_STATE_BYTES``)."""
+    g = max(1, min(h, GROUP_STATE_BYTES // max(per_head_bytes, 1)))
+    while h % g:
+        g -= 1
+    return [slice(i, i + g) for i in range(0, h, g)]
+
+
+def _head_view(x: torch.Tensor, heads: slice, chunks: int, c: int) -> torch.Tensor:
+    """Heads ``heads`` of a contiguous (B, N·C, H, X) tensor as a strided (G, B·N, C, X) view."""
+    part = x[:, :, heads]
+    return part.permute(2, 0, 1, 3).view(part.shape[2], x.shape[0] * chunks, c, x.shape[-1])
+
+
+def _head_chunks(x: torch.Tensor, heads: slice, chunks: int, c: int, phi: bool = False) -> torch.Tensor:
+    """Heads ``heads`` of a contiguous (B, N·C, H, X) tensor gathered into a contiguous
+    (G·B·N, C, X) tensor, mapped through φ = elu + 1 on the way if ``phi``."""
+    view = _head_view(x, heads, chunks, c)
+    out = torch.empty(view.shape, dtype=x.dtype, device=x.device)
+    if phi:
+        _elu_plus_one_values(view, out=out)
+    else:
+        out.copy_(view)
+    return out.view(-1, c, x.shape[-1])
 
 
 def _pad_time(x: torch.Tensor, length: int, value: float = 0.0) -> torch.Tensor:
@@ -190,10 +215,10 @@ class _CausalLinearAttention(torch.autograd.Function):
       B = tril(g_n vᵀ + g_d 1ᵀ),  R = Σ_{later chunks} qᵀg_n (F×Dv),  r = Σ_{later chunks} q g_d (F),
       dq = B k + g_n Sᵀ + g_d zᵀ,   dk = Bᵀ q + v Rᵀ + 1 rᵀ,   dv = Aᵀ g_n + k R.
     A, S, z and the normaliser are kept from the forward (O(T·C) and O((T/C)·F·Dv) memory, linear
-    in T). Heads are processed one after the other, in the (B, T, H, ·) layout of the inputs and
-    outputs: every temporary is one head's (B·N, ·, ·) tensor, so at T = 8192 none reaches glibc's
-    32 MiB mmap threshold (above it, every call pays a page fault per 4 KiB: about 28 ms per
-    33.5 MiB block on the 2-core box, more than the matmuls it holds).
+    in T). Heads are processed in groups (``GROUP_STATE_BYTES``), read from and written to the
+    (B, T, H, ·) layout of the inputs and outputs through strided views; inside a group every
+    tensor is a contiguous (G·B·N, ·, ·) batch. With ``phi``, q and k are the raw q̃, k̃: φ = elu + 1
+    is applied while gathering a group's chunks and its slope min(φ, 1) while writing dq, dk back.
     """
 
     @staticmethod
@@ -205,24 +230,24 @@ class _CausalLinearAttention(torch.autograd.Function):
         q, k, v = (_pad_time(x, n * c) for x in (q, k, v))
         eps_t = _pad_time(eps, n * c, value=1.0) if torch.is_tensor(eps) else None  # no 0/0 in padding
         out = v.new_empty(b, n * c, h, dv)
+        groups = _head_groups(h, b * n * f * dv * q.element_size())
         saved = []
-        for i in range(h):
-            if phi:  # φ(q), φ(k) = elu + 1, written contiguous while gathering the head's chunks
-                qh, kh = (_elu_plus_one_values(_head_view(x, i, n, c)) for x in (q, k))
-            else:
-                qh, kh = _head_chunks(q, i, n, c), _head_chunks(k, i, n, c)
-            vh = _head_chunks(v, i, n, c)
-            states = _exclusive_scan(torch.bmm(kh.transpose(1, 2), vh).view(b, n, f * dv))
-            states = states.view(b * n, f, dv)
-            norms = _exclusive_scan(kh.sum(dim=1).view(b, n, f)).view(b * n, f, 1)
-            scores = torch.bmm(qh, kh.transpose(1, 2)).tril_()  # (B·N, C, C)
-            num = torch.bmm(scores, vh).baddbmm_(qh, states)  # (B·N, C, Dv)
+        for heads in groups:
+            qh, kh = _head_chunks(q, heads, n, c, phi), _head_chunks(k, heads, n, c, phi)
+            vh = _head_chunks(v, heads, n, c)
+            rows = qh.shape[0] // n  # G·B sequences of N chunks
+            states = _exclusive_scan(torch.bmm(kh.transpose(1, 2), vh).view(rows, n, f * dv))
+            states = states.view(-1, f, dv)
+            norms = _exclusive_scan(kh.sum(dim=1).view(rows, n, f)).view(-1, f, 1)
+            scores = torch.bmm(qh, kh.transpose(1, 2)).tril_()  # (G·B·N, C, C)
+            num = torch.bmm(scores, vh).baddbmm_(qh, states)  # (G·B·N, C, Dv)
             den = torch.baddbmm(scores.sum(-1, keepdim=True), qh, norms)
-            den += eps_t[:, :, i].reshape(b * n, c, 1) if eps_t is not None else eps
-            torch.div(num, den, out=_head_view(out, i, n, c))
-            saved += [qh, kh, vh, states, norms, scores, den]  # one head's chunks, contiguous
+            den += _head_chunks(eps_t.unsqueeze(-1), heads, n, c) if eps_t is not None else eps
+            y = _head_view(out, heads, n, c)
+            torch.div(num.view(y.shape), den.view(*y.shape[:3], 1), out=y)
+            saved += [qh, kh, vh, states, norms, scores, den]  # one group's chunks, contiguous
         ctx.save_for_backward(out, *saved)
-        ctx.shape, ctx.phi = (b, t, h, f, dv, n, c), phi
+        ctx.shape, ctx.phi, ctx.groups = (b, t, h, f, dv, n, c), phi, groups
         return out[:, :t]
 
     @staticmethod
@@ -233,28 +258,31 @@ class _CausalLinearAttention(torch.autograd.Function):
         grad = _pad_time(grad, tp)
         dq, dk = grad.new_empty(b, tp, h, f), grad.new_empty(b, tp, h, f)
         d_v = grad.new_empty(b, tp, h, dv)
-        for i in range(h):
-            qh, kh, vh, states, norms, scores, den = saved[7 * i:7 * i + 7]
-            g_num = _head_view(grad, i, n, c) / den  # (B·N, C, Dv), contiguous
-            g_den = (g_num * _head_view(out, i, n, c)).sum(-1, keepdim=True).neg_()  # (B·N, C, 1)
+        for index, heads in enumerate(ctx.groups):
+            qh, kh, vh, states, norms, scores, den = saved[7 * index:7 * index + 7]
+            rows = qh.shape[0] // n
+            grad_view = _head_view(grad, heads, n, c)  # (G, B·N, C, Dv)
+            g_num = torch.empty(grad_view.shape, dtype=grad.dtype, device=grad.device)
+            torch.div(grad_view, den.view(*grad_view.shape[:3], 1), out=g_num)
+            g_den = (g_num * _head_view(out, heads, n, c)).sum(-1, keepdim=True).neg_()
+            g_num, g_den = g_num.view(-1, c, dv), g_den.reshape(-1, c, 1)
             mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
             dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
-            if ctx.phi:  # through φ: slope min(φ, 1) (``_EluPlusOne``)
-                dq_h.addcmul_(g_den, norms.transpose(1, 2))
-                torch.mul(dq_h, qh.clamp(max=1.0), out=_head_view(dq, i, n, c))
-            else:
-                torch.addcmul(dq_h, g_den, norms.transpose(1, 2), out=_head_view(dq, i, n, c))
-            rev = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_num).view(b, n, f * dv), reverse=True)
-            rev = rev.view(b * n, f, dv)
-            rev_norm = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_den).view(b, n, f), reverse=True)
+            dq_h.addcmul_(g_den, norms.transpose(1, 2))
+            rev = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_num).view(rows, n, f * dv), reverse=True)
+            rev = rev.view(-1, f, dv)
+            rev_norm = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_den).view(rows, n, f), reverse=True)
             dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
-            if ctx.phi:
-                dk_h += rev_norm.view(b * n, 1, f)
-                torch.mul(dk_h, kh.clamp(max=1.0), out=_head_view(dk, i, n, c))
-            else:
-                torch.add(dk_h, rev_norm.view(b * n, 1, f), out=_head_view(dk, i, n, c))
-            torch.add(torch.bmm(scores.transpose(1, 2), g_num), torch.bmm(kh, rev),
-                      out=_head_view(d_v, i, n, c))
+            dk_h += rev_norm.view(-1, 1, f)
+            for grad_h, feat, target in ((dq_h, qh, dq), (dk_h, kh, dk)):
+                view = _head_view(target, heads, n, c)
+                if ctx.phi:  # through φ: slope min(φ, 1) (``_EluPlusOne``)
+                    torch.mul(grad_h.view(view.shape), feat.view(view.shape).clamp(max=1.0), out=view)
+                else:
+                    view.copy_(grad_h.view(view.shape))
+            view = _head_view(d_v, heads, n, c)
+            torch.add(torch.bmm(scores.transpose(1, 2), g_num).view(view.shape),
+                      torch.bmm(kh, rev).view(view.shape), out=view)
         return dq[:, :t], dk[:, :t], d_v[:, :t], None, None, None
 
 
@@ -315,10 +343,10 @@ def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_C
 # --------------------------------------------------------------------------------------------
 
 
-def _elu_plus_one_values(x: torch.Tensor) -> torch.Tensor:
-    """max(x, 0) + exp(min(x, 0)) = elu(x) + 1, a new tensor laid out densely (contiguous for a
-    strided view whose axes are in memory order)."""
-    return x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
+def _elu_plus_one_values(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """max(x, 0) + exp(min(x, 0)) = elu(x) + 1, into ``out`` if given (any layout of x)."""
+    y = x.clamp(max=0.0) if out is None else torch.clamp(x, max=0.0, out=out)
+    return y.exp_().add_(x.clamp(min=0.0))
 
 
 class _EluPlusOne(torch.autograd.Function):
@@ -513,7 +541,8 @@ class MultiHeadAttention(nn.Module):
                     q_f, k_f, log_scale = self.feature_map.features(q_t, k_t)
                     eps, phi = self.feature_map.scaled_eps(self.eps, log_scale), None
                 else:  # φ = elu + 1, applied inside linear_attention (fused on the causal CPU path)
-                    q_f, k_f, eps, phi = q_t, k_t, self.eps, "elu"
+                    acc = torch.float64 if q_t.dtype == torch.float64 else torch.float32
+                    q_f, k_f, eps, phi = q_t.to(acc), k_t.to(acc), self.eps, "elu"
                 y = linear_attention(q_f, k_f, v, causal=causal, chunk_size=self.chunk_size, eps=eps,
                                      impl=self.attention_impl, dtype=fused_dtype, feature_map=phi)
             y = F.dropout(y, self.dropout, self.training)
