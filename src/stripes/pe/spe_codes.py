@@ -27,29 +27,28 @@ import torch
 class _SineCodes(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos, omega, s, t, z, chunk, *sides):
-        n, p = pos.shape
-        h, _, kd = omega.shape
-        d = s.shape[-1]
-        k = kd // d
-        j, r = z.shape[1], z.shape[2]
+        n = pos.shape[0]
+        h, k, d = s.shape
+        cs, j, r = 2 * k * d, z.shape[1], z.shape[2]
+        scaled = z * _row_scales(s, t).unsqueeze(-1)  # (H, J', R): s and t folded into the rows
         c_max = min(chunk, n)
         angle = pos.new_empty(h, c_max, k, d)
-        codes = pos.new_empty(h, c_max, j)
+        codes = pos.new_empty(h, c_max, j + j % 2)  # even row stride (complex views in backward)
         outs = []
         for x, phase in zip(sides[0::2], sides[1::2]):
             out = x.new_empty(n, h, r)
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
                 c = stop - start
-                xc = x[start:stop].transpose(0, 1).unsqueeze(2)  # (H, C, 1, D)
+                xc = x[start:stop].transpose(0, 1)  # (H, C, D)
                 a = _angles(pos[start:stop], omega, phase, angle[:, :c])
-                slots = codes[:, :c].view(h, c, -1, d)
-                xs = torch.mul(xc, s.unsqueeze(1), out=slots[:, :, 1:2 * k:2])  # x·s, sin slots
-                torch.mul(xs, torch.cos(a), out=slots[:, :, 0:2 * k:2])
-                xs.mul_(a.sin_())
+                trig = codes[:, :c, :cs].view(h, c, k, d, 2)
+                torch.cos(a, out=trig[..., 0])
+                torch.sin(a, out=trig[..., 1])
+                trig.mul_(xc[:, :, None, :, None])
                 if t is not None:
-                    torch.mul(xc[:, :, 0], t.unsqueeze(1), out=slots[:, :, 2 * k])
-                torch.bmm(codes[:, :c], z, out=out[start:stop].transpose(0, 1))
+                    codes[:, :c, cs:j].copy_(xc)
+                torch.bmm(codes[:, :c, :j], scaled, out=out[start:stop].transpose(0, 1))
             outs.append(out)
         ctx.save_for_backward(pos, omega, s, t, z, *sides)
         ctx.chunk = chunk
@@ -58,24 +57,19 @@ class _SineCodes(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         pos, omega, s, t, z, *sides = ctx.saved_tensors
-        chunk = ctx.chunk
+        chunk, need = ctx.chunk, ctx.needs_input_grad
         n, p = pos.shape
-        h, _, kd = omega.shape
-        d = s.shape[-1]
-        k = kd // d
-        j = z.shape[1]
+        h, k, d = s.shape
+        cs, j = 2 * k * d, z.shape[1]
         gated = t is not None
         c_max = min(chunk, n)
         angle = pos.new_empty(h, c_max, k, d)
-        cos_v = torch.empty_like(angle)
-        w_buf = torch.empty_like(angle)
-        dcodes = pos.new_empty(h, c_max, j)
-        # token sums: [x s v (K·D) | x w (K·D) | x dE (D)] against [pos, 1]
-        terms = pos.new_empty(h, c_max, 2 * k + int(gated), d)
+        inverse = torch.view_as_complex(pos.new_empty(h, c_max, k, d, 2))  # e^{−ia}
+        dcodes = pos.new_empty(h, c_max, j + j % 2)
+        terms = pos.new_empty(h, c_max, j)  # [x w, x v interleaved per (k, d) | x dE]
         pos_one = torch.cat([pos, pos.new_ones(n, 1)], dim=1)
-        need = ctx.needs_input_grad
-        zt = z.transpose(1, 2)
-        total = pos.new_zeros(h, p + 1, terms[0, 0].numel())
+        zt, neg_omega = z.transpose(1, 2), -omega
+        total = pos.new_zeros(h, p + 1, j)
         grads_out = []
         for side, (x, phase) in enumerate(zip(sides[0::2], sides[1::2])):
             g = grads[side]
@@ -85,38 +79,49 @@ class _SineCodes(torch.autograd.Function):
             g = g.contiguous()
             dx = torch.empty_like(x) if need[6 + 2 * side] else None
             sums = torch.zeros_like(total)
+            neg_phase = None if phase is None else -phase
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
                 c = stop - start
-                xc = x[start:stop].transpose(0, 1).unsqueeze(2)  # (H, C, 1, D)
-                a = _angles(pos[start:stop], omega, phase, angle[:, :c])
-                cos = torch.cos(a, out=cos_v[:, :c])
-                sin = a.sin_()
-                dc = torch.bmm(g[start:stop].transpose(0, 1), zt, out=dcodes[:, :c]).view(h, c, -1, d)
-                d_cos, d_sin = dc[:, :, 0:2 * k:2], dc[:, :, 1:2 * k:2]
-                w = torch.mul(d_cos, cos, out=w_buf[:, :c]).addcmul_(d_sin, sin)
-                v = cos.mul_(d_sin).addcmul_(d_cos, sin, value=-1)
+                xc = x[start:stop].transpose(0, 1)  # (H, C, D)
+                a = _angles(pos[start:stop], neg_omega, neg_phase, angle[:, :c])
+                rot = torch.view_as_real(inverse[:, :c])
+                torch.cos(a, out=rot[..., 0])
+                torch.sin(a, out=rot[..., 1])
+                dc = torch.bmm(g[start:stop].transpose(0, 1), zt, out=dcodes[:, :c, :j])
+                # (dC + i dS) e^{−ia} = w + i v
+                wv = torch.view_as_complex(dcodes[:, :c, :cs].view(h, c, k, d, 2)).mul_(inverse[:, :c])
+                wv = torch.view_as_real(wv)
                 if dx is not None:
                     dxc = dx[start:stop].transpose(0, 1)
                     if k == 1:
-                        torch.mul(w[:, :, 0], s, out=dxc)
+                        torch.mul(wv[:, :, 0, :, 0], s[:, 0].unsqueeze(1), out=dxc)
                     else:
-                        torch.sum(w * s.unsqueeze(1), dim=2, out=dxc)
+                        torch.sum(wv[..., 0] * s.unsqueeze(1), dim=2, out=dxc)
                     if gated:
-                        dxc.addcmul_(dc[:, :, 2 * k], t.unsqueeze(1))
+                        dxc.addcmul_(dc[:, :, cs:], t.unsqueeze(1))
                 tm = terms[:, :c]
-                torch.mul(v, xc, out=tm[:, :, :k]).mul_(s.unsqueeze(1))
-                torch.mul(w, xc, out=tm[:, :, k:2 * k])
+                torch.mul(wv, xc[:, :, None, :, None], out=tm[:, :, :cs].view(h, c, k, d, 2))
                 if gated:
-                    torch.mul(dc[:, :, 2 * k], xc[:, :, 0], out=tm[:, :, 2 * k])
-                sums.baddbmm_(pos_one[start:stop].T.expand(h, -1, -1), tm.view(h, c, -1))
+                    torch.mul(dc[:, :, cs:], xc, out=tm[:, :, cs:])
+                sums.baddbmm_(pos_one[start:stop].T.expand(h, -1, -1), tm)
             total += sums
-            d_phase = sums[:, p, :kd].reshape(phase.shape) if phase is not None and need[7 + 2 * side] else None
+            d_phase = None
+            if phase is not None and need[7 + 2 * side]:
+                d_phase = sums[:, p, :cs].view(h, k, d, 2)[..., 1] * s
             grads_out += [dx, d_phase]
-        d_omega = total[:, :p, :kd] if need[1] else None
-        d_s = total[:, p, kd:2 * kd].reshape(s.shape) if need[2] else None
-        d_t = total[:, p, 2 * kd:].reshape(t.shape) if gated and need[3] else None
+        pairs = total[:, :, :cs].view(h, p + 1, k, d, 2)
+        d_omega = (pairs[:, :p, :, :, 1] * s.unsqueeze(1)).reshape(h, p, k * d) if need[1] else None
+        d_s = pairs[:, p, :, :, 0].contiguous() if need[2] else None
+        d_t = total[:, p, cs:].contiguous() if gated and need[3] else None
         return (None, d_omega, d_s, d_t, None, None, *grads_out)
+
+
+def _row_scales(s: torch.Tensor, t) -> torch.Tensor:
+    """(H, J') scale of each noise row: s_kd for both rows of (k, d), then t_d for the gate rows."""
+    h = s.shape[0]
+    rows = s.unsqueeze(-1).expand(*s.shape, 2).reshape(h, -1)
+    return rows if t is None else torch.cat([rows, t], dim=1)
 
 
 def _angles(pos: torch.Tensor, omega: torch.Tensor, phase, out: torch.Tensor) -> torch.Tensor:
