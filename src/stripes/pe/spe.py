@@ -83,7 +83,7 @@ class SineSPE(PositionalEncoding):
         """Codes of every (x, query) side with one noise draw, through ``sine_codes``.
 
         Gains, gate and the (R·D)^{-1/4} scale become the per-row scales s, t of the codes; Z is
-        reordered to rows (k, d, cos/sin) and ε appended as the gate rows (a permutation of the same
+        reordered to rows (cos/sin, k, d) and ε appended as the gate rows (a permutation of the same
         numbers: the noise of a seed is unchanged, spec decision 12)."""
         x0 = sides[0][0]
         pos = self.check(x0, pos)
@@ -93,7 +93,7 @@ class SineSPE(PositionalEncoding):
         z, eps = (n.to(acc) for n in noise)
         scale = (r * d) ** -0.25
         s = nn.functional.softplus(self.gain_logits.to(acc)) * scale  # (H, D, K)
-        rows = z.view(h, d, k, 2, r).transpose(1, 2).reshape(h, 2 * k * d, r)  # (k, d, cos/sin)
+        rows = z.view(h, d, k, 2, r).permute(0, 3, 2, 1, 4).reshape(h, 2 * k * d, r)  # (cos/sin, k, d)
         gate_scale = None
         if self.gated:
             gate = torch.sigmoid(self.gate_logits.to(acc))  # (H, D)

@@ -29,98 +29,117 @@ class _SineCodes(torch.autograd.Function):
     def forward(ctx, pos, omega, s, t, z, chunk, *sides):
         n = pos.shape[0]
         h, k, d = s.shape
-        cs, j, r = 2 * k * d, z.shape[1], z.shape[2]
-        scaled = z * _row_scales(s, t).unsqueeze(-1)  # (H, J', R): s and t folded into the rows
+        j, r = z.shape[1], z.shape[2]
+        gated = t is not None
+        rotated = [_rotate_rows(z, phase, k, d) for phase in sides[1::2]]
+        scales = _row_scales(s, t).unsqueeze(-1)
+        scaled = [rows * scales for rows in rotated]  # (H, J', R): φ, s and t folded into the noise
         c_max = min(chunk, n)
         angle = pos.new_empty(h, c_max, k, d)
-        codes = pos.new_empty(h, c_max, j + j % 2)  # even row stride (complex views in backward)
-        outs = []
-        for x, phase in zip(sides[0::2], sides[1::2]):
-            out = x.new_empty(n, h, r)
-            for start in range(0, n, chunk):
-                stop = min(start + chunk, n)
-                c = stop - start
-                xc = x[start:stop].transpose(0, 1)  # (H, C, D)
-                a = _angles(pos[start:stop], omega, phase, angle[:, :c])
-                trig = codes[:, :c, :cs].view(h, c, k, d, 2)
-                torch.cos(a, out=trig[..., 0])
-                torch.sin(a, out=trig[..., 1])
-                trig.mul_(xc[:, :, None, :, None])
-                if t is not None:
-                    codes[:, :c, cs:j].copy_(xc)
-                torch.bmm(codes[:, :c, :j], scaled, out=out[start:stop].transpose(0, 1))
-            outs.append(out)
+        trig = pos.new_empty(h, c_max, 2 * k, d)  # cos a_k, sin a_k for k = 1…K
+        codes = pos.new_empty(h, c_max, 2 * k + 1, d)  # [x cos, x sin (per k) | x]
+        outs = [x.new_empty(n, h, r) for x in sides[0::2]]
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            c = stop - start
+            _trig(pos[start:stop], omega, angle[:, :c], trig[:, :c])
+            for x, z_side, out in zip(sides[0::2], scaled, outs):
+                cd = codes[:, :c]
+                xc = cd[:, :, 2 * k:].copy_(x[start:stop].transpose(0, 1).unsqueeze(2))
+                torch.mul(trig[:, :c], xc, out=cd[:, :, :2 * k])
+                flat = cd.view(h, c, -1)[:, :, :j]  # without the x slot when there is no gate
+                torch.bmm(flat, z_side, out=out[start:stop].transpose(0, 1))
         ctx.save_for_backward(pos, omega, s, t, z, *sides)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.gated = chunk, gated
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
         pos, omega, s, t, z, *sides = ctx.saved_tensors
-        chunk, need = ctx.chunk, ctx.needs_input_grad
+        chunk, need, gated = ctx.chunk, ctx.needs_input_grad, ctx.gated
         n, p = pos.shape
         h, k, d = s.shape
-        cs, j = 2 * k * d, z.shape[1]
-        gated = t is not None
+        xs, phases = sides[0::2], sides[1::2]
+        rotated_t = [_rotate_rows(z, phase, k, d).transpose(1, 2) for phase in phases]
         c_max = min(chunk, n)
         angle = pos.new_empty(h, c_max, k, d)
-        inverse = torch.view_as_complex(pos.new_empty(h, c_max, k, d, 2))  # e^{−ia}
-        dcodes = pos.new_empty(h, c_max, j + j % 2)
-        terms = pos.new_empty(h, c_max, j)  # [x w, x v interleaved per (k, d) | x dE]
+        trig = pos.new_empty(h, c_max, 2 * k, d)
+        dcodes = pos.new_empty(h, c_max, 2 * k + 1, d)
+        terms = pos.new_empty(h, c_max, 2 * k + 1, d)  # [w (per k) | v (per k) | dE], then × x
         pos_one = torch.cat([pos, pos.new_ones(n, 1)], dim=1)
-        zt, neg_omega = z.transpose(1, 2), -omega
-        total = pos.new_zeros(h, p + 1, j)
-        grads_out = []
-        for side, (x, phase) in enumerate(zip(sides[0::2], sides[1::2])):
-            g = grads[side]
-            if g is None:
-                grads_out += [None, None]
-                continue
-            g = g.contiguous()
-            dx = torch.empty_like(x) if need[6 + 2 * side] else None
-            sums = torch.zeros_like(total)
-            neg_phase = None if phase is None else -phase
-            for start in range(0, n, chunk):
-                stop = min(start + chunk, n)
-                c = stop - start
-                xc = x[start:stop].transpose(0, 1)  # (H, C, D)
-                a = _angles(pos[start:stop], neg_omega, neg_phase, angle[:, :c])
-                rot = torch.view_as_real(inverse[:, :c])
-                torch.cos(a, out=rot[..., 0])
-                torch.sin(a, out=rot[..., 1])
-                dc = torch.bmm(g[start:stop].transpose(0, 1), zt, out=dcodes[:, :c, :j])
-                # (dC + i dS) e^{−ia} = w + i v
-                wv = torch.view_as_complex(dcodes[:, :c, :cs].view(h, c, k, d, 2)).mul_(inverse[:, :c])
-                wv = torch.view_as_real(wv)
+        width = (2 * k + int(gated)) * d
+        sums = [pos.new_zeros(h, p + 1, width) for _ in xs]
+        dxs = [torch.empty_like(x) if need[6 + 2 * i] and g is not None else None
+               for i, (x, g) in enumerate(zip(xs, grads))]
+        grads = [None if g is None else g.contiguous() for g in grads]
+        s_row, t_row = s.unsqueeze(1), None if t is None else t.unsqueeze(1)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            c = stop - start
+            cos, sin = _trig(pos[start:stop], omega, angle[:, :c], trig[:, :c]).split(k, dim=2)
+            for x, g, z_t, dx, side_sums in zip(xs, grads, rotated_t, dxs, sums):
+                if g is None:
+                    continue
+                dc = dcodes[:, :c].view(h, c, -1)[:, :, :width]
+                torch.bmm(g[start:stop].transpose(0, 1), z_t, out=dc)
+                d_cos, d_sin, d_gate = dcodes[:, :c].split([k, k, 1], dim=2)
+                tm = terms[:, :c]
+                w = torch.mul(d_cos, cos, out=tm[:, :, :k]).addcmul_(d_sin, sin)  # ∂L/∂(x s)
+                torch.mul(d_sin, cos, out=tm[:, :, k:2 * k]).addcmul_(d_cos, sin, value=-1)  # v
+                xc = x[start:stop].transpose(0, 1).unsqueeze(2)  # (H, C, 1, D)
                 if dx is not None:
                     dxc = dx[start:stop].transpose(0, 1)
                     if k == 1:
-                        torch.mul(wv[:, :, 0, :, 0], s[:, 0].unsqueeze(1), out=dxc)
+                        torch.mul(w[:, :, 0], s_row[:, :, 0], out=dxc)
                     else:
-                        torch.sum(wv[..., 0] * s.unsqueeze(1), dim=2, out=dxc)
+                        torch.sum(w * s_row, dim=2, out=dxc)
                     if gated:
-                        dxc.addcmul_(dc[:, :, cs:], t.unsqueeze(1))
-                tm = terms[:, :c]
-                torch.mul(wv, xc[:, :, None, :, None], out=tm[:, :, :cs].view(h, c, k, d, 2))
+                        dxc.addcmul_(d_gate[:, :, 0], t_row)
                 if gated:
-                    torch.mul(dc[:, :, cs:], xc, out=tm[:, :, cs:])
-                sums.baddbmm_(pos_one[start:stop].T.expand(h, -1, -1), tm)
-            total += sums
+                    torch.mul(d_gate, xc, out=tm[:, :, 2 * k:])
+                tm[:, :, :2 * k].mul_(xc)
+                side_sums.baddbmm_(pos_one[start:stop].T.expand(h, -1, -1), tm.view(h, c, -1)[:, :, :width])
+        total = sums[0] if len(sums) == 1 else torch.stack(sums).sum(0)
+        kd = k * d
+        d_omega = (total[:, :p, kd:2 * kd].view(h, p, k, d) * s.unsqueeze(1)).reshape(h, p, kd) if need[1] else None
+        d_s = total[:, p, :kd].reshape(h, k, d) if need[2] else None
+        d_t = total[:, p, 2 * kd:].contiguous() if gated and need[3] else None
+        grads_out = []
+        for i, (dx, phase, side_sums) in enumerate(zip(dxs, phases, sums)):
             d_phase = None
-            if phase is not None and need[7 + 2 * side]:
-                d_phase = sums[:, p, :cs].view(h, k, d, 2)[..., 1] * s
+            if phase is not None and need[7 + 2 * i]:
+                d_phase = side_sums[:, p, kd:2 * kd].reshape(h, k, d) * s
             grads_out += [dx, d_phase]
-        pairs = total[:, :, :cs].view(h, p + 1, k, d, 2)
-        d_omega = (pairs[:, :p, :, :, 1] * s.unsqueeze(1)).reshape(h, p, k * d) if need[1] else None
-        d_s = pairs[:, p, :, :, 0].contiguous() if need[2] else None
-        d_t = total[:, p, cs:].contiguous() if gated and need[3] else None
         return (None, d_omega, d_s, d_t, None, None, *grads_out)
 
 
+def _trig(pos, omega, angle, out):
+    """[cos a | sin a] (H, C, 2K, D) of a = pos·ω into ``out`` (``angle``: (H, C, K, D) scratch)."""
+    h, c, k, d = angle.shape
+    torch.bmm(pos.expand(h, -1, -1), omega, out=angle.view(h, c, -1))
+    torch.cos(angle, out=out[:, :, :k])
+    torch.sin(angle, out=out[:, :, k:])
+    return out
+
+
+def _rotate_rows(z, phase, k, d):
+    """Noise rows for a side with phases φ: (Zc, Zs) → (cos φ Zc + sin φ Zs, −sin φ Zc + cos φ Zs).
+
+    Then x cos a·Zc' + x sin a·Zs' = x cos(a+φ)·Zc + x sin(a+φ)·Zs, so both sides share cos a, sin a.
+    z: (H, J', R) rows (cos/sin, k, d) then the gate rows; φ: (H, K, D) or None (z returned)."""
+    if phase is None:
+        return z
+    h, r = z.shape[0], z.shape[2]
+    zc, zs = z[:, :2 * k * d].view(h, 2, k, d, r).unbind(1)
+    cos, sin = torch.cos(phase).unsqueeze(-1), torch.sin(phase).unsqueeze(-1)
+    rows = torch.stack([cos * zc + sin * zs, cos * zs - sin * zc], dim=1).view(h, 2 * k * d, r)
+    return torch.cat([rows, z[:, 2 * k * d:]], dim=1)
+
+
 def _row_scales(s: torch.Tensor, t) -> torch.Tensor:
-    """(H, J') scale of each noise row: s_kd for both rows of (k, d), then t_d for the gate rows."""
+    """(H, J') scale of each noise row: s_kd for the rows (cos, k, d) and (sin, k, d), then t_d."""
     h = s.shape[0]
-    rows = s.unsqueeze(-1).expand(*s.shape, 2).reshape(h, -1)
+    rows = s.unsqueeze(1).expand(h, 2, *s.shape[1:]).reshape(h, -1)
     return rows if t is None else torch.cat([rows, t], dim=1)
 
 
