@@ -36,20 +36,24 @@ class FStripe1(PositionalEncoding):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """(B,T,H,D), positions (B,T,P) → (B,T,H,2) pooled or (B,T,H,2D) unpooled, x's dtype."""
-        return self.forward_qk(x, x, pos)[0]
+        return self._transform(pos, x)[0]
 
     def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
         """Same transform on both sides, with the angles θ_d = f_d·p and their cos/sin computed once."""
-        pos = self.check(q, pos)
-        self.check(k, pos)
+        return self._transform(pos, q, k)
+
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
+        pos = self.check(xs[0], pos)
+        for x in xs[1:]:
+            self.check(x, pos)
         theta = self.angles(pos, self.frequencies)  # (B,T,H,D)
-        xs = (q.to(compute_dtype(q)), k.to(compute_dtype(k)))
+        acc = [x.to(compute_dtype(x)) for x in xs]
         if self.pooled:
-            qt, kt = pool_dimensions(theta, *xs)
+            outs = pool_dimensions(theta, *acc)
         else:  # U(x): (x_d cos θ_d, x_d sin θ_d) adjacent, eq. (17)
             cos, sin = torch.cos(theta), torch.sin(theta)
-            qt, kt = (torch.stack([x * cos, x * sin], dim=-1).flatten(-2) for x in xs)
-        return qt.to(q.dtype), kt.to(k.dtype)
+            outs = [torch.stack([x * cos, x * sin], dim=-1).flatten(-2) for x in acc]
+        return [o.to(x.dtype) for o, x in zip(outs, xs)]
 
 
 @register_pe("fstripe1")
