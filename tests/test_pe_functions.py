@@ -105,6 +105,17 @@ def test_rotation_functions_pass_gradcheck(fn, width):
     assert torch.autograd.gradcheck(lambda a: fn(theta.detach(), a), (xs[0],))
 
 
+def test_rotate_pairs_broadcasts_shared_angles_with_gradient():
+    """θ with one head (RoPE(A)'s shared angles) rotates every head; its gradient sums over heads."""
+    g = torch.Generator().manual_seed(1)
+    theta = torch.randn(2, 3, 1, 3, generator=g, dtype=DT, requires_grad=True)
+    xs = [torch.randn(2, 3, 4, 6, generator=g, dtype=DT, requires_grad=True) for _ in range(2)]
+    assert torch.autograd.gradcheck(lambda th, a, b: rotate_pairs(th, a, b), (theta, *xs))
+    full = rotate_pairs(theta.expand(2, 3, 4, 3).contiguous(), *xs)
+    for a, b in zip(rotate_pairs(theta, *xs), full):
+        torch.testing.assert_close(a, b, **TOL)
+
+
 def test_rotation_functions_reject_mismatched_inputs():
     theta = torch.zeros(1, 4, 2, 3)
     with pytest.raises(ValueError, match="rotation.py"):

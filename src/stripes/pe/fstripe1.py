@@ -42,7 +42,7 @@ class FStripe1(PositionalEncoding):
         """Same transform on both sides, with the angles θ_d = f_d·p and their cos/sin computed once."""
         return self._transform(pos, q, k)
 
-    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pos = self.check(xs[0], pos)
         for x in xs[1:]:
             self.check(x, pos)
@@ -53,7 +53,7 @@ class FStripe1(PositionalEncoding):
         else:  # U(x): (x_d cos θ_d, x_d sin θ_d) adjacent, eq. (17)
             cos, sin = torch.cos(theta), torch.sin(theta)
             outs = [torch.stack([x * cos, x * sin], dim=-1).flatten(-2) for x in acc]
-        return [o.to(x.dtype) for o, x in zip(outs, xs)]
+        return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
 
 
 @register_pe("fstripe1")

@@ -61,17 +61,22 @@ class RotaryPE(PositionalEncoding):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """(B,T,H,D), positions (B,T,P) → (B,T,H,D) rotated pairs in x's dtype."""
-        pos = self.check(x, pos)
-        theta = self.angles(pos, self.frequencies)  # (B,T,H,D/2)
-        return rotate_pairs(theta, x.to(compute_dtype(x)))[0].to(x.dtype)
+        return self._transform(pos, x)[0]
 
     def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
         """Same transform on both sides, with the rotations e^{iθ} computed once."""
-        pos = self.check(q, pos)
-        self.check(k, pos)
-        theta = self.angles(pos, self.frequencies)
-        qt, kt = rotate_pairs(theta, q.to(compute_dtype(q)), k.to(compute_dtype(k)))
-        return qt.to(q.dtype), kt.to(k.dtype)
+        return self._transform(pos, q, k)
+
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pos = self.check(xs[0], pos)
+        for x in xs[1:]:
+            self.check(x, pos)
+        freqs = self.frequencies
+        if not freqs.requires_grad and torch.equal(freqs, freqs[:1].expand_as(freqs)):
+            freqs = freqs[:1]  # RoPE(A): one set of angles (B,T,1,D/2) for all heads
+        theta = self.angles(pos, freqs)
+        outs = rotate_pairs(theta, *(x.to(compute_dtype(x)) for x in xs))
+        return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
 
 
 @register_pe("rope_a")

@@ -46,9 +46,13 @@ def as_complex_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(pairs)
 
 
-def _check(theta: torch.Tensor, xs, width: int) -> None:
+def _check(theta: torch.Tensor, xs, width: int, broadcast: bool = False) -> None:
     for x in xs:
-        if x.dtype != theta.dtype or x.shape[:-1] != theta.shape[:-1] or x.shape[-1] != width:
+        lead = x.shape[:-1]
+        fits = lead == theta.shape[:-1] or (
+            broadcast and theta.dim() == x.dim()
+            and all(a in (1, b) for a, b in zip(theta.shape[:-1], lead)))
+        if x.dtype != theta.dtype or not fits or x.shape[-1] != width:
             raise ValueError(
                 f"stripes/pe/rotation.py: inputs must be {tuple(theta.shape[:-1])} + ({width},) in "
                 f"θ's dtype {theta.dtype}; got {tuple(x.shape)} {x.dtype}"
@@ -77,6 +81,8 @@ class _RotatePairs(torch.autograd.Function):
                 else:
                     dtheta.addcmul_(xr[..., 0], dr[..., 1])
                 dtheta.addcmul_(xr[..., 1], dr[..., 0], value=-1)
+        if dtheta is not None and dtheta.shape != rot.shape:  # θ broadcast over some axes
+            dtheta = dtheta.sum_to_size(rot.shape)
         return (dtheta, *dxs)
 
 
@@ -140,9 +146,11 @@ class _PoolDimensions(torch.autograd.Function):
 def rotate_pairs(theta: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """RoPE rotation (eq. 22) of each x (…, 2J) by θ (…, J): pairs (x_{2j}, x_{2j+1}) stay adjacent.
 
-    Returns one (…, 2J) tensor per input. Raises ValueError on mismatched shapes or dtypes.
+    θ may have size 1 on leading axes where x does not (e.g. one head's angles shared by all heads:
+    cos/sin are then evaluated once for all of them). Returns one (…, 2J) tensor per input.
+    Raises ValueError on mismatched shapes or dtypes.
     """
-    _check(theta, xs, 2 * theta.shape[-1])
+    _check(theta, xs, 2 * theta.shape[-1], broadcast=True)
     return _RotatePairs.apply(theta, *xs)
 
 
