@@ -63,13 +63,19 @@ class _RotatePairs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, *xs):
         rot = unit_phasors(theta)
-        ctx.save_for_backward(rot, *xs)
+        ctx.save_for_backward(*xs)
+        # kept as an attribute, not saved: the backward conjugates it in place (no second 16 MiB
+        # buffer at T = 8192), and a flag records that, should the graph be run backward again
+        ctx.rot, ctx.conjugated = rot, False
         return tuple(torch.view_as_real(as_complex_pairs(x) * rot).flatten(-2) for x in xs)
 
     @staticmethod
     def backward(ctx, *grads):
-        rot, *xs = ctx.saved_tensors
-        inverse = torch.conj_physical(rot)
+        xs = ctx.saved_tensors
+        inverse = ctx.rot  # e^{−iθ} after the in-place conjugation
+        if not ctx.conjugated:
+            torch.view_as_real(inverse)[..., 1].neg_()
+            ctx.conjugated = True
         dxs, dtheta = [], None
         for x, g in zip(xs, grads):
             dx = as_complex_pairs(g) * inverse
@@ -81,8 +87,8 @@ class _RotatePairs(torch.autograd.Function):
                 else:
                     dtheta.addcmul_(xr[..., 0], dr[..., 1])
                 dtheta.addcmul_(xr[..., 1], dr[..., 0], value=-1)
-        if dtheta is not None and dtheta.shape != rot.shape:  # θ broadcast over some axes
-            dtheta = dtheta.sum_to_size(rot.shape)
+        if dtheta is not None and dtheta.shape != inverse.shape:  # θ broadcast over some axes
+            dtheta = dtheta.sum_to_size(inverse.shape)
         return (dtheta, *dxs)
 
 
