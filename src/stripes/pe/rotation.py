@@ -157,16 +157,19 @@ def rotate_pairs(theta: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, 
     Raises ValueError on mismatched shapes or dtypes.
     """
     _check(theta, xs, 2 * theta.shape[-1], broadcast=True)
-    return _RotatePairs.apply(theta, *xs)
+    with torch.autocast(theta.device.type, enabled=False):  # float32 products under AMP
+        return _RotatePairs.apply(theta, *xs)
 
 
 def pool_pairs(theta: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """RoPEPool (eq. 23): (…, 2J) inputs, angles (…, J) → (…, J) sums of the rotated coordinates."""
     _check(theta, xs, 2 * theta.shape[-1])
-    return _PoolPairs.apply(theta, *xs)
+    with torch.autocast(theta.device.type, enabled=False):  # float32 products under AMP
+        return _PoolPairs.apply(theta, *xs)
 
 
 def pool_dimensions(theta: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Pooled F-StrIPE1 (eq. 19–20): (…, D) inputs, angles (…, D) → (…, 2) = Σ_d x_d e^{iθ_d}."""
     _check(theta, xs, theta.shape[-1])
-    return _PoolDimensions.apply(theta, *xs)
+    with torch.autocast(theta.device.type, enabled=False):  # float32 products under AMP
+        return _PoolDimensions.apply(theta, *xs)

@@ -1,22 +1,23 @@
 """sineSPE codes of queries and keys in one autograd Function ([L] eq. 6–7 with the gate; spe.py).
 
-For every side (queries, keys), token n, head h, with angles a[n,k,d] = φ[k,d] + pos[n]·ω[:,k,d]
-(φ: the query phases, or none for keys):
-    out[n,h,:] = Σ_{k,d} x_d s_kd (cos a_kd Zc[k,d,:] + sin a_kd Zs[k,d,:]) + Σ_d x_d t_d E[d,:],
-with the per-row scales s (gains × (R·D)^{−1/4} × √(1−g)) and t (√g × (R·D)^{−1/4}) applied to the
-codes, so the noise matrix z = [Zc, Zs interleaved per k; E] (J' = (2K+1)·D rows, or 2K·D without the
-gate) enters as drawn and needs no gradient. Per chunk of tokens the codes
-[x s cos a, x s sin a, x t] (H, C, J') are built in one buffer and multiplied by z in one bmm that
-writes into the (N, H, R) output (no transposed copies).
+For every side (queries, keys), token n, head h, with the shared angles a[n,k,d] = pos[n]·ω[:,k,d]:
+    out[n,h,:] = Σ_{k,d} x_d s_kd (cos a_kd Zc'[k,d,:] + sin a_kd Zs'[k,d,:]) + Σ_d x_d t_d E[d,:],
+where s (gains × (R·D)^{−1/4} × √(1−g)) and t (√g × (R·D)^{−1/4}) are per-row scales and
+(Zc', Zs') = (cos φ Zc + sin φ Zs, cos φ Zs − sin φ Zc) are the noise rows rotated by the side's phases
+φ (queries; none for keys), so that x cos a·Zc' + x sin a·Zs' = x cos(a+φ)·Zc + x sin(a+φ)·Zs and
+cos a, sin a are shared by both sides. z = [Zc; Zs; E] (rows (cos/sin, k, d), then the D gate rows)
+enters as drawn and has no gradient. Per chunk of tokens, cos a and sin a are computed once; per side
+the codes [x cos a, x sin a, x] (H, C, (2K+1)·D) are built in one buffer and multiplied by the
+scaled, rotated rows in one bmm that writes into the (N, H, R) output (no transposed copies).
 
-Backward, per chunk, with dc = g zᵀ split as (dC, dS, dE) and (c, s̃) = (cos a, sin a) recomputed:
-    w = dC c + dS s̃,  v = dS c − dC s̃,
+Backward, per chunk and side, with dc = g z'ᵀ (z' the rotated, unscaled rows) split as (dC, dS, dE)
+and (cos a, sin a) recomputed:
+    w = dC cos a + dS sin a,  v = dS cos a − dC sin a,
     dx = Σ_k s w + t dE,  ∂L/∂a = x s v,  ∂L/∂s = Σ_n x w,  ∂L/∂t = Σ_n x dE,
-    ∂L/∂ω = Σ_n pos[n] ∂L/∂a,  ∂L/∂φ = Σ_n ∂L/∂a,
-where the four token sums come from one small bmm of [pos, 1]ᵀ with a buffer holding
-[x s v | x w | x dE]. No matmul for a gradient of z (the noise has none), so the backward costs one
-(C, R)·(R, J') product per side and chunk, like the forward. Memory: the inputs plus (H, C, J')
-buffers; nothing of size N·J' is kept.
+    ∂L/∂ω = s Σ_n pos[n] x v,  ∂L/∂φ = s Σ_n x v  (the phases enter as a + φ),
+the token sums coming from one small bmm of [pos, 1]ᵀ with a buffer [x w | x v | x dE]. No matmul is
+spent on a gradient of z, so the backward costs one (C, R)·(R, J') product per side and chunk, like
+the forward. Memory: the inputs plus (H, C, J') buffers; nothing of size N·J' is kept.
 """
 
 from __future__ import annotations
@@ -143,18 +144,6 @@ def _row_scales(s: torch.Tensor, t) -> torch.Tensor:
     return rows if t is None else torch.cat([rows, t], dim=1)
 
 
-def _angles(pos: torch.Tensor, omega: torch.Tensor, phase, out: torch.Tensor) -> torch.Tensor:
-    """a = φ + pos·ω into ``out`` (H, C, K, D): pos (C, P), ω (H, P, K·D), φ (H, K, D) or None."""
-    h, c = out.shape[:2]
-    flat = out.view(h, c, -1)
-    lhs = pos.expand(h, -1, -1)
-    if phase is None:
-        torch.bmm(lhs, omega, out=flat)
-    else:
-        torch.baddbmm(phase.reshape(h, 1, -1), lhs, omega, out=flat)
-    return out
-
-
 def sine_codes(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: torch.Tensor | None,
                z: torch.Tensor, sides, chunk: int) -> tuple[torch.Tensor, ...]:
     """SPE codes of each side (module doc) in one Function; one (N, H, R) output per side.
@@ -163,7 +152,8 @@ def sine_codes(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: torch
         pos: (N, P) positions (N = B·T tokens), compute dtype.
         omega: (H, P, K·D) angular frequencies 2π f, laid out (k, d) with d fastest.
         s: (H, K, D) sine-row scales; t: (H, D) gate-row scales, or None without the gate.
-        z: (H, J', R) noise rows in the order (k, [cos, sin], d), then the D gate rows (if gated).
+        z: (H, J', R) noise rows in the order (cos/sin, k, d), then the D gate rows (if gated);
+            no gradient flows into it.
         sides: pairs (x (N, H, D), phase (H, K, D) or None).
         chunk: tokens per chunk (≥ 1).
     Raises:
@@ -182,4 +172,5 @@ def sine_codes(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: torch
             raise ValueError(f"stripes/pe/spe_codes.py: side x {tuple(x.shape)} / phase must be "
                              f"({n}, {h}, {d}) / {tuple(s.shape)}")
         flat += [x, phase]
-    return _SineCodes.apply(pos, omega, s, t, z, chunk, *flat)
+    with torch.autocast(pos.device.type, enabled=False):  # float32 matmuls under AMP
+        return _SineCodes.apply(pos, omega, s, t, z, chunk, *flat)
