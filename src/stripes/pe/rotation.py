@@ -2,7 +2,8 @@
 
 Each Function takes the angles θ (…, J) once and any number of same-shaped inputs (the query and
 key sides), so cos θ and sin θ are evaluated once per call and shared by both sides; its backward is
-written out (below), so autograd saves no per-op intermediates and materialises no conjugates.
+written out (below), so autograd saves no per-op intermediates (RoPE's backward conjugates the saved
+e^{iθ} in place instead of allocating e^{−iθ}; RoPE(A)'s θ has one head, broadcast to all).
 
   * ``rotate_pairs(θ, *xs)``: RoPE ([S] eq. 21–22). x (…, 2J) seen as J pairs, i.e. complex numbers
     x̂_j = x_{2j} + i x_{2j+1}; ŷ_j = x̂_j e^{iθ_j}. Backward: dx̂ = ĝ e^{−iθ} (the inverse rotation)
