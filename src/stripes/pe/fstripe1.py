@@ -6,7 +6,9 @@ Per dimension d with θ_d = f_d·p: h(x_d) = [x_d cos θ_d, x_d sin θ_d] (eq. 2
   * pooled C(x) = h(x_1) + … + h(x_D) ∈ R^2 (eq. 19), the paper's choice (decision 9.5, default).
 Frequencies: per head, learnable, initialised by decision 9.4 applied to dimensions (H·D values
 10000^(−k/(H·D)), head h takes k ≡ h mod H, so all dimensions start distinct); ``.frequencies`` has
-shape (H, D, P).
+shape (H, D, P). Both sides share one evaluation of cos θ and sin θ per call (``forward_qk``); the
+pooled form is ``stripes.pe.rotation.pool_dimensions`` (hand-written backward, no (B,T,H,D)
+products kept by autograd).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 from .base import (
     PositionalEncoding, compute_dtype, expand_to_positions, per_head_frequencies, register_pe,
 )
+from .rotation import pool_dimensions
 
 
 class FStripe1(PositionalEncoding):
@@ -32,15 +35,25 @@ class FStripe1(PositionalEncoding):
         self.out_dim = 2 if pooled else 2 * head_dim
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        pos = self.check(x, pos)
+        """(B,T,H,D), positions (B,T,P) → (B,T,H,2) pooled or (B,T,H,2D) unpooled, x's dtype."""
+        return self._transform(pos, x)[0]
+
+    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
+        """Same transform on both sides, with the angles θ_d = f_d·p and their cos/sin computed once."""
+        return self._transform(pos, q, k)
+
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pos = self.check(xs[0], pos)
+        for x in xs[1:]:
+            self.check(x, pos)
         theta = self.angles(pos, self.frequencies)  # (B,T,H,D)
-        xc = x.to(compute_dtype(x))
-        cos_part, sin_part = xc * torch.cos(theta), xc * torch.sin(theta)
+        acc = [x.to(compute_dtype(x)) for x in xs]
         if self.pooled:
-            out = torch.stack([cos_part.sum(-1), sin_part.sum(-1)], dim=-1)
-        else:
-            out = torch.stack([cos_part, sin_part], dim=-1).flatten(-2)
-        return out.to(x.dtype)
+            outs = pool_dimensions(theta, *acc)
+        else:  # U(x): (x_d cos θ_d, x_d sin θ_d) adjacent, eq. (17)
+            cos, sin = torch.cos(theta), torch.sin(theta)
+            outs = [torch.stack([x * cos, x * sin], dim=-1).flatten(-2) for x in acc]
+        return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
 
 
 @register_pe("fstripe1")

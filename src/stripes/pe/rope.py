@@ -10,7 +10,9 @@ scalar frequency times the all-ones vector. ``.frequencies`` has shape (H, D/2, 
 
 Feature transform (eq. 21–22) on adjacent pairs (x_{2j}, x_{2j+1}):
     h(x) = [x_{2j} cos θ_j − x_{2j+1} sin θ_j,  x_{2j+1} cos θ_j + x_{2j} sin θ_j]   (F = D),
-so that U(q_m)·U(k_n) is eq. (14), a function of p_m − p_n only.
+so that U(q_m)·U(k_n) is eq. (14), a function of p_m − p_n only. The rotation is
+``stripes.pe.rotation.rotate_pairs``: e^{iθ} computed once per call for both sides, backward by the
+inverse rotation and, for RoPE(C), the angle gradient of that module's doc.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .base import (
     PositionalEncoding, compute_dtype, expand_to_positions, geometric_frequencies,
     per_head_frequencies, register_pe,
 )
+from .rotation import rotate_pairs
 
 
 def rope_frequencies(num_heads: int, head_dim: int, pos_dim: int, per_head: bool,
@@ -33,25 +36,6 @@ def rope_frequencies(num_heads: int, head_dim: int, pos_dim: int, per_head: bool
     else:
         freqs = geometric_frequencies(pairs, base).expand(num_heads, pairs)
     return expand_to_positions(freqs.to(torch.float32), pos_dim)
-
-
-def unit_phasors(theta: torch.Tensor) -> torch.Tensor:
-    """e^{iθ} = cos θ + i sin θ as a complex tensor (one kernel for cos and sin)."""
-    return torch.polar(torch.ones_like(theta), theta)
-
-
-def as_pairs(x: torch.Tensor) -> torch.Tensor:
-    """View x (…, D) as D/2 complex numbers x_{2j} + i x_{2j+1} (float32/64; copies if needed)."""
-    x = x.to(compute_dtype(x))
-    return torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
-
-
-def rotate_pairs(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x_{2j}, x_{2j+1}) of x (…, D) by θ_j (…, D/2) (eq. 22); pairs stay adjacent.
-
-    (x_{2j} + i x_{2j+1}) e^{iθ_j} = (x_{2j} cos θ_j − x_{2j+1} sin θ_j) + i (x_{2j+1} cos θ_j + x_{2j} sin θ_j).
-    """
-    return torch.view_as_real(as_pairs(x) * unit_phasors(theta)).flatten(-2)
 
 
 def attach_rope_frequencies(pe: PositionalEncoding, name: str, per_head: bool, learnable: bool,
@@ -76,17 +60,23 @@ class RotaryPE(PositionalEncoding):
         self.out_dim = head_dim
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        pos = self.check(x, pos)
-        theta = self.angles(pos, self.frequencies)  # (B,T,H,D/2)
-        return rotate_pairs(x, theta).to(x.dtype)
+        """(B,T,H,D), positions (B,T,P) → (B,T,H,D) rotated pairs in x's dtype."""
+        return self._transform(pos, x)[0]
 
     def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
         """Same transform on both sides, with the rotations e^{iθ} computed once."""
-        pos = self.check(q, pos)
-        self.check(k, pos)
-        rot = unit_phasors(self.angles(pos, self.frequencies))
-        rotate = lambda x: torch.view_as_real(as_pairs(x) * rot).flatten(-2).to(x.dtype)
-        return rotate(q), rotate(k)
+        return self._transform(pos, q, k)
+
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pos = self.check(xs[0], pos)
+        for x in xs[1:]:
+            self.check(x, pos)
+        freqs = self.frequencies
+        if not freqs.requires_grad and torch.equal(freqs, freqs[:1].expand_as(freqs)):
+            freqs = freqs[:1]  # RoPE(A): one set of angles (B,T,1,D/2) for all heads
+        theta = self.angles(pos, freqs)
+        outs = rotate_pairs(theta, *(x.to(compute_dtype(x)) for x in xs))
+        return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
 
 
 @register_pe("rope_a")

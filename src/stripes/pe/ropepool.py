@@ -6,14 +6,17 @@ For pair j with θ_j = f_j·p, the two rotated coordinates of eq. (22) are summe
 z(q_m)·z(k_n) is exactly eq. (23): terms in Δ⁻ = θ_m − θ_n and in Δ⁺ = θ_m + θ_n, so the score sees
 p_m + p_n and is not shift invariant; for unit 2-vectors it is eq. (26). Frequencies are per head and
 learnable by default (as RoPE(C), initialised as RoPE(B)); ``.frequencies`` has shape (H, D/2, P).
+Computed as z_j = x_{2j} (cos θ_j + sin θ_j) + x_{2j+1} (cos θ_j − sin θ_j) by
+``stripes.pe.rotation.pool_pairs`` (both sides at once, hand-written backward).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import PositionalEncoding, register_pe
-from .rope import as_pairs, attach_rope_frequencies, unit_phasors
+from .base import PositionalEncoding, compute_dtype, register_pe
+from .rope import attach_rope_frequencies
+from .rotation import pool_pairs
 
 
 class RoPEPool(PositionalEncoding):
@@ -23,21 +26,19 @@ class RoPEPool(PositionalEncoding):
         attach_rope_frequencies(self, "RoPEPool", per_head, learnable, base)
         self.out_dim = head_dim // 2
 
-    @staticmethod
-    def pool(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-        """Sum of the two rotated coordinates: Re + Im of (x_{2j} + i x_{2j+1}) e^{iθ_j}."""
-        return torch.view_as_real(as_pairs(x) * rot).sum(-1).to(x.dtype)
-
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """(B,T,H,D), positions (B,T,P) → (B,T,H,D/2) pooled rotated pairs in x's dtype."""
         pos = self.check(x, pos)
-        return self.pool(x, unit_phasors(self.angles(pos, self.frequencies)))
+        theta = self.angles(pos, self.frequencies)
+        return pool_pairs(theta, x.to(compute_dtype(x)))[0].to(x.dtype)
 
     def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-        """Same transform on both sides, with the rotations e^{iθ} computed once."""
+        """Same transform on both sides, with cos θ and sin θ computed once."""
         pos = self.check(q, pos)
         self.check(k, pos)
-        rot = unit_phasors(self.angles(pos, self.frequencies))
-        return self.pool(q, rot), self.pool(k, rot)
+        theta = self.angles(pos, self.frequencies)
+        qt, kt = pool_pairs(theta, q.to(compute_dtype(q)), k.to(compute_dtype(k)))
+        return qt.to(q.dtype), kt.to(k.dtype)
 
 
 @register_pe("ropepool")
