@@ -100,6 +100,13 @@ class PositionalEncoding(nn.Module):
             )
         return pos.to(compute_dtype(x))
 
+    def check_all(self, pos: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
+        """``check`` for inputs that share the positions (q and k); returns them as (B, T, P)."""
+        pos = self.check(xs[0], pos)
+        for x in xs[1:]:
+            self.check(x, pos)
+        return pos
+
     @staticmethod
     def angles(pos: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
         """θ = f·p for every head and frequency: pos (B,T,P), frequencies (H,...,P) -> (B,T,H,...)."""
@@ -107,6 +114,20 @@ class PositionalEncoding(nn.Module):
         flat = frequencies.to(pos.dtype).reshape(h, -1, pos.shape[-1])  # (H, K, P)
         theta = torch.einsum("btp,hkp->bthk", pos, flat)
         return theta.reshape(*pos.shape[:2], *frequencies.shape[:-1])
+
+
+class JointTransformPE(PositionalEncoding):
+    """A PE whose q and k transforms share one evaluation of the angles: subclasses implement
+    ``_transform(pos, *xs) -> tuple`` (one output per input); ``forward`` is its one-input case."""
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return self._transform(pos, x)[0]
+
+    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
+        return self._transform(pos, q, k)
+
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
 
 
 def geometric_frequencies(count: int, base: float = 10000.0) -> torch.Tensor:

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from .base import (
-    PositionalEncoding, compute_dtype, expand_to_positions, per_head_frequencies, register_pe,
+    JointTransformPE, compute_dtype, expand_to_positions, per_head_frequencies, register_pe,
 )
 from .rotation import pool_dimensions
 
 
-class FStripe1(PositionalEncoding):
+class FStripe1(JointTransformPE):
     def __init__(self, num_heads: int, head_dim: int, pos_dim: int, pooled: bool = True,
                  learnable: bool = True, base: float = 10000.0):
         super().__init__(num_heads, head_dim, pos_dim)
@@ -34,18 +34,9 @@ class FStripe1(PositionalEncoding):
         self.pooled = pooled
         self.out_dim = 2 if pooled else 2 * head_dim
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """(B,T,H,D), positions (B,T,P) → (B,T,H,2) pooled or (B,T,H,2D) unpooled, x's dtype."""
-        return self._transform(pos, x)[0]
-
-    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-        """Same transform on both sides, with the angles θ_d = f_d·p and their cos/sin computed once."""
-        return self._transform(pos, q, k)
-
     def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pos = self.check(xs[0], pos)
-        for x in xs[1:]:
-            self.check(x, pos)
+        """(B,T,H,D) inputs, positions (B,T,P) → one output per input, in its dtype."""
+        pos = self.check_all(pos, *xs)
         theta = self.angles(pos, self.frequencies)  # (B,T,H,D)
         acc = [x.to(compute_dtype(x)) for x in xs]
         if self.pooled:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import (
-    PositionalEncoding, compute_dtype, expand_to_positions, geometric_frequencies,
+    JointTransformPE, PositionalEncoding, compute_dtype, expand_to_positions, geometric_frequencies,
     per_head_frequencies, register_pe,
 )
 from .rotation import rotate_pairs
@@ -50,7 +50,7 @@ def attach_rope_frequencies(pe: PositionalEncoding, name: str, per_head: bool, l
         pe.register_buffer("frequencies", freqs)
 
 
-class RotaryPE(PositionalEncoding):
+class RotaryPE(JointTransformPE):
     """RoPE feature transform U(·) (eq. 21–22); frequencies fixed or learnable, shared or per head."""
 
     def __init__(self, num_heads: int, head_dim: int, pos_dim: int, per_head: bool = False,
@@ -59,18 +59,9 @@ class RotaryPE(PositionalEncoding):
         attach_rope_frequencies(self, "RoPE", per_head, learnable, base)
         self.out_dim = head_dim
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """(B,T,H,D), positions (B,T,P) → (B,T,H,D) rotated pairs in x's dtype."""
-        return self._transform(pos, x)[0]
-
-    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-        """Same transform on both sides, with the rotations e^{iθ} computed once."""
-        return self._transform(pos, q, k)
-
     def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pos = self.check(xs[0], pos)
-        for x in xs[1:]:
-            self.check(x, pos)
+        """(B,T,H,D) inputs, positions (B,T,P) → one output per input, in its dtype."""
+        pos = self.check_all(pos, *xs)
         freqs = self.frequencies
         if not freqs.requires_grad and torch.equal(freqs, freqs[:1].expand_as(freqs)):
             freqs = freqs[:1]  # RoPE(A): one set of angles (B,T,1,D/2) for all heads

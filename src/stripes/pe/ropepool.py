@@ -14,31 +14,24 @@ from __future__ import annotations
 
 import torch
 
-from .base import PositionalEncoding, compute_dtype, register_pe
+from .base import JointTransformPE, compute_dtype, register_pe
 from .rope import attach_rope_frequencies
 from .rotation import pool_pairs
 
 
-class RoPEPool(PositionalEncoding):
+class RoPEPool(JointTransformPE):
     def __init__(self, num_heads: int, head_dim: int, pos_dim: int, learnable: bool = True,
                  per_head: bool = True, base: float = 10000.0):
         super().__init__(num_heads, head_dim, pos_dim)
         attach_rope_frequencies(self, "RoPEPool", per_head, learnable, base)
         self.out_dim = head_dim // 2
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """(B,T,H,D), positions (B,T,P) → (B,T,H,D/2) pooled rotated pairs in x's dtype."""
-        pos = self.check(x, pos)
-        theta = self.angles(pos, self.frequencies)
-        return pool_pairs(theta, x.to(compute_dtype(x)))[0].to(x.dtype)
-
-    def forward_qk(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-        """Same transform on both sides, with cos θ and sin θ computed once."""
-        pos = self.check(q, pos)
-        self.check(k, pos)
-        theta = self.angles(pos, self.frequencies)
-        qt, kt = pool_pairs(theta, q.to(compute_dtype(q)), k.to(compute_dtype(k)))
-        return qt.to(q.dtype), kt.to(k.dtype)
+    def _transform(self, pos: torch.Tensor, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B,T,H,D) inputs, positions (B,T,P) → (B,T,H,D/2) pooled rotated pairs each, in its
+        dtype; cos θ and sin θ computed once for all inputs."""
+        theta = self.angles(self.check_all(pos, *xs), self.frequencies)
+        outs = pool_pairs(theta, *(x.to(compute_dtype(x)) for x in xs))
+        return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
 
 
 @register_pe("ropepool")
