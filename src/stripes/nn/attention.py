@@ -10,11 +10,13 @@ where q̃, k̃ are the PE-transformed queries/keys (``stripes.pe``) and φ a non
 The causal sum is computed in chunks of ``chunk_size`` steps, in O(T) memory: inside a chunk the
 masked (C×C) products are formed explicitly; across chunks the states
 S_c = Σ_{n < start of chunk c} φ(k_n) v_nᵀ (F×Dv) and z_c = Σ_{n < start of chunk c} φ(k_n) are used.
-Per head, all per-chunk states come from one batched matmul, followed by an exclusive scan over
-chunks (N − 1 in-place slice additions into one buffer). Heads are taken one at a time in the
-(B, T, H, ·) layout of the projections, so no (B, H, T, ·) transposed copy is made and no temporary
-exceeds one head's states; the backward pass is written by hand with the same chunked kernels
-(``_CausalLinearAttention``) so autograd does not store per-op intermediates. No T×T matrix is ever
+Per group of heads, all per-chunk states come from one batched matmul, followed by an exclusive
+scan over chunks (N − 1 slice additions into one buffer). Head groups (``GROUP_STATE_BYTES``) are
+gathered from and written back to the (B, T, H, ·) layout of the projections, so no (B, H, T, ·)
+transposed copy of the whole tensors is made and no temporary reaches glibc's mmap threshold; the
+backward pass is written by hand with the same chunked kernels (``_CausalLinearAttention``) so
+autograd does not store per-op intermediates. φ = elu + 1 can be applied inside
+(``feature_map="elu"``, what the model does), fused into the gathering. No T×T matrix is ever
 built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
 value dtype.
 
