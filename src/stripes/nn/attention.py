@@ -190,11 +190,10 @@ def _head_chunks(x: torch.Tensor, heads: slice, chunks: int, c: int, phi: bool =
     """Heads ``heads`` of a contiguous (B, N·C, H, X) tensor gathered into a contiguous
     (G·B·N, C, X) tensor, mapped through φ = elu + 1 on the way if ``phi``."""
     view = _head_view(x, heads, chunks, c)
-    out = torch.empty(view.shape, dtype=x.dtype, device=x.device)
-    if phi:
-        _elu_plus_one_values(view, out=out)
-    else:
-        out.copy_(view)
+    out = torch.empty(view.shape, dtype=x.dtype, device=x.device).copy_(view)
+    if phi:  # φ = elu + 1 in place on the gathered copy (contiguous passes beat strided ones)
+        positive = out.clamp(min=0.0)
+        out.clamp_(max=0.0).exp_().add_(positive)
     return out.view(-1, c, x.shape[-1])
 
 
@@ -345,10 +344,9 @@ def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_C
 # --------------------------------------------------------------------------------------------
 
 
-def _elu_plus_one_values(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """max(x, 0) + exp(min(x, 0)) = elu(x) + 1, into ``out`` if given (any layout of x)."""
-    y = x.clamp(max=0.0) if out is None else torch.clamp(x, max=0.0, out=out)
-    return y.exp_().add_(x.clamp(min=0.0))
+def _elu_plus_one_values(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0) + exp(min(x, 0)) = elu(x) + 1, a new tensor."""
+    return x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
 
 
 class _EluPlusOne(torch.autograd.Function):
