@@ -1,12 +1,13 @@
 """Build, cache and load the native C kernels of this package (ctypes; no Python build step).
 
-``load("fourier")`` compiles ``fourier.c`` next to this file with the system C compiler at first
-use, into a per-user cache (env ``STRIPES_KERNEL_CACHE``, default ``~/.cache/stripes/kernels``).
-The library's file name carries a hash of the source, the flags, the compiler's ``--version`` text
-and the CPU's flags (``-march=native`` code must not run on another CPU sharing the cache); it is
-compiled into a temporary file in the cache directory and moved into place with ``os.replace``,
-so concurrent processes never see a half-written library. Later loads (in this or another
-process) reuse the cached file without compiling.
+``load("fourier")`` (or ``"rotary"``) compiles ``fourier.c`` (``rotary.c``) next to this file with
+the system C compiler at first use, into a per-user cache (env ``STRIPES_KERNEL_CACHE``, default
+``~/.cache/stripes/kernels``). The library's file name carries a hash of the source and of every
+header in this directory (``sincos.h``, shared by the kernels), the flags, the compiler's
+``--version`` text and the CPU's flags (``-march=native`` code must not run on another CPU sharing
+the cache); it is compiled into a temporary file in the cache directory and moved into place with
+``os.replace``, so concurrent processes never see a half-written library. Later loads (in this or
+another process) reuse the cached file without compiling.
 
 ``load`` returns None, and the callers use their PyTorch implementation, when env
 ``STRIPES_NATIVE=0``, when no compiler is found (env ``CC``, default ``cc``) or when compiling or
@@ -87,7 +88,8 @@ def _compiler_version(cc: list[str]) -> str:
 def library_path(name: str, cc: list[str]) -> Path:
     """Where the compiled ``name`` library lives in the cache (the name keys every build input)."""
     key = hashlib.sha256()
-    for part in [(_SOURCE_DIR / f"{name}.c").read_bytes(), " ".join(FLAGS + LIBS).encode(),
+    headers = [h.name.encode() + b"\0" + h.read_bytes() for h in sorted(_SOURCE_DIR.glob("*.h"))]
+    for part in [(_SOURCE_DIR / f"{name}.c").read_bytes(), *headers, " ".join(FLAGS + LIBS).encode(),
                  " ".join(cc).encode(), _compiler_version(cc).encode(), _cpu_flags().encode()]:
         key.update(part)
         key.update(b"\0")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stripes.kernels import rotary as rotary_kernel
+
 from .base import (
     JointTransformPE, PositionalEncoding, compute_dtype, expand_to_positions, geometric_frequencies,
     per_head_frequencies, register_pe,
@@ -65,9 +67,26 @@ class RotaryPE(JointTransformPE):
         freqs = self.frequencies
         if not freqs.requires_grad and torch.equal(freqs, freqs[:1].expand_as(freqs)):
             freqs = freqs[:1]  # RoPE(A): one set of angles (B,T,1,D/2) for all heads
-        theta = self.angles(pos, freqs)
-        outs = rotate_pairs(theta, *(x.to(compute_dtype(x)) for x in xs))
+        cast = [x.to(compute_dtype(x)) for x in xs]
+        if len(cast) <= 2 and _use_native(freqs, pos, *cast):
+            outs = _native_transform(pos, freqs, *cast)
+        else:
+            outs = rotate_pairs(self.angles(pos, freqs), *cast)
         return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
+
+
+def _use_native(*tensors: torch.Tensor) -> bool:
+    """The fused C kernel for CPU float32 inputs when it is available (else the PyTorch path)."""
+    return rotary_kernel.supports(*tensors) and rotary_kernel.available()
+
+
+def _native_transform(pos: torch.Tensor, freqs: torch.Tensor, *xs: torch.Tensor):
+    """``rotary_kernel.fused_rotary`` on (B,T,H,D) inputs (1 or 2), positions (B or 1, T, P)."""
+    b, t, h, d = xs[0].shape
+    flat_pos = pos.expand(b, t, pos.shape[-1]).reshape(b * t, -1)
+    flat = [x.reshape(b * t, h, d) for x in xs]
+    outs = rotary_kernel.fused_rotary(flat[0], flat[1] if len(flat) > 1 else None, flat_pos, freqs)
+    return tuple(o.view(b, t, h, d) for o in outs[:len(xs)])
 
 
 @register_pe("rope_a")
