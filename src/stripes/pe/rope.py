@@ -83,7 +83,7 @@ def _use_native(*tensors: torch.Tensor) -> bool:
 def _native_transform(pos: torch.Tensor, freqs: torch.Tensor, *xs: torch.Tensor):
     """``rotary_kernel.fused_rotary`` on (B,T,H,D) inputs (1 or 2), positions (B or 1, T, P)."""
     b, t, h, d = xs[0].shape
-    flat_pos = pos.expand(b, t, pos.shape[-1]).reshape(b * t, -1)
+    flat_pos = pos.expand(b, t, pos.shape[-1]).reshape(b * t, pos.shape[-1])
     flat = [x.reshape(b * t, h, d) for x in xs]
     outs = rotary_kernel.fused_rotary(flat[0], flat[1] if len(flat) > 1 else None, flat_pos, freqs)
     return tuple(o.view(b, t, h, d) for o in outs[:len(xs)])

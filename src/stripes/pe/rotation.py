@@ -41,7 +41,7 @@ def unit_phasors(theta: torch.Tensor) -> torch.Tensor:
 
 def as_complex_pairs(x: torch.Tensor) -> torch.Tensor:
     """View x (…, 2J) as J complex numbers x_{2j} + i x_{2j+1} (copies only if the layout needs it)."""
-    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)  # not −1: T = 0 must work
     if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]):
         pairs = pairs.contiguous()
     return torch.view_as_complex(pairs)
