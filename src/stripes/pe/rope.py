@@ -10,9 +10,15 @@ scalar frequency times the all-ones vector. ``.frequencies`` has shape (H, D/2, 
 
 Feature transform (eq. 21–22) on adjacent pairs (x_{2j}, x_{2j+1}):
     h(x) = [x_{2j} cos θ_j − x_{2j+1} sin θ_j,  x_{2j+1} cos θ_j + x_{2j} sin θ_j]   (F = D),
-so that U(q_m)·U(k_n) is eq. (14), a function of p_m − p_n only. The rotation is
-``stripes.pe.rotation.rotate_pairs``: e^{iθ} computed once per call for both sides, backward by the
-inverse rotation and, for RoPE(C), the angle gradient of that module's doc.
+so that U(q_m)·U(k_n) is eq. (14), a function of p_m − p_n only. On the CPU in float32 (the
+compute dtype of float32 and bfloat16 inputs) the rotation runs in the fused C kernel
+``stripes.kernels.rotary`` (θ = f·p, one sincos per token, frequency head and pair for both sides,
+the frequency gradient of RoPE(C) summed over tokens inside the kernel; no (B,T,H,D/2) angle,
+cos or sin tensor). Otherwise (float64, CUDA, ``STRIPES_NATIVE=0``, no C compiler) it is the
+PyTorch reference ``stripes.pe.rotation.rotate_pairs`` on the angles ``PositionalEncoding.angles``:
+e^{iθ} computed once per call for both sides, backward by the inverse rotation and, for RoPE(C),
+the angle gradient of that module's doc. Both paths agree to float32 rounding
+(tests/test_rotary_kernel.py).
 """
 
 from __future__ import annotations

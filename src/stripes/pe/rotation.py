@@ -15,6 +15,10 @@ e^{iθ} in place instead of allocating e^{−iθ}; RoPE(A)'s θ has one head, br
     (…, 2) = [Σ_d x_d cos θ_d, Σ_d x_d sin θ_d]. Backward: dx_d = g_0 cos θ_d + g_1 sin θ_d,
     ∂L/∂θ_d = x_d (g_1 cos θ_d − g_0 sin θ_d).
 
+RoPE's CPU float32 path does not come here: ``stripes.kernels.rotary`` (rotary.c) fuses θ = f·p,
+the sincos, the rotation and the frequency gradient (pe/rope.py); ``rotate_pairs`` is its reference
+and the fallback (float64, CUDA, ``STRIPES_NATIVE=0``, no C compiler).
+
 The angle gradient is computed only when θ requires one (learnable frequencies: RoPE(C), RoPEPool,
 F-StrIPE1); the reduction to the frequencies (Σ over tokens of p·∂L/∂θ) is the matmul of the
 ``angles`` einsum's own backward. Inputs must be float32/float64 with θ in the same dtype (callers
