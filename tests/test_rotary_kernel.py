@@ -65,12 +65,14 @@ def make_inputs(pos_dim, hf, n=2 * 37, h=3, d=22, seed=0):
     return q, k, pos, freq, wq, wk
 
 
+@pytest.mark.parametrize("d", [22, 32])
 @pytest.mark.parametrize("pos_dim", [1, 12])
 @pytest.mark.parametrize("case, hf, learnable", [("RoPE(A): shared", 1, False), ("RoPE(B)", 3, False),
                                                  ("RoPE(C)", 3, True), ("shared, learnable", 1, True)])
-def test_native_equals_the_float64_pairwise_formula_with_every_gradient(pos_dim, case, hf, learnable):
-    """B·T = 2·37 tokens, H = 3, D = 22 (J = 11, not a multiple of the vector width)."""
-    q, k, pos, freq, wq, wk = make_inputs(pos_dim, hf)
+def test_native_equals_the_float64_pairwise_formula_with_every_gradient(d, pos_dim, case, hf, learnable):
+    """B·T = 2·37 tokens, H = 3; D = 22 (J = 11: the plain C loops) and D = 32 (with AVX-512 the
+    non-temporal-store path, rotary.c's header)."""
+    q, k, pos, freq, wq, wk = make_inputs(pos_dim, hf, d=d)
     leaves = [q.clone().requires_grad_(), k.clone().requires_grad_(), freq.clone().requires_grad_(learnable)]
     qt, kt = rotary_kernel.fused_rotary(leaves[0], leaves[1], pos, leaves[2])
     wanted = leaves if learnable else leaves[:2]
@@ -97,9 +99,10 @@ def test_native_equals_the_float64_pairwise_formula_with_every_gradient(pos_dim,
         assert bound.max() < 0.05 * ref[name].abs().max(), name
 
 
-def test_one_side_and_fixed_frequencies_keep_nothing_for_the_frequency_gradient():
+@pytest.mark.parametrize("d", [22, 32])
+def test_one_side_and_fixed_frequencies_keep_nothing_for_the_frequency_gradient(d):
     """k = None rotates q alone; without a frequency gradient q and k are not saved for backward."""
-    q, k, pos, freq, wq, _ = make_inputs(1, 3)
+    q, k, pos, freq, wq, _ = make_inputs(1, 3, d=d)
     leaf = q.clone().requires_grad_()
     qt, kt = rotary_kernel.fused_rotary(leaf, None, pos, freq)
     assert kt is None
@@ -117,10 +120,10 @@ def test_one_side_and_fixed_frequencies_keep_nothing_for_the_frequency_gradient(
 def test_native_and_pytorch_fallback_agree_through_the_module(name, pos_dim, monkeypatch):
     """RotaryPE.forward_qk / forward (B > 1, odd T, q not contiguous, positions broadcast over B)."""
     torch.manual_seed(1)
-    pe = build_pe(name, 2, 24, pos_dim)
-    q, k = torch.randn(3, 2, 29, 24).transpose(1, 2), torch.randn(3, 29, 2, 24)
+    pe = build_pe(name, 2, 32, pos_dim)
+    q, k = torch.randn(3, 2, 29, 32).transpose(1, 2), torch.randn(3, 29, 2, 32)
     pos = (torch.arange(29.0).view(1, 29, 1) * 30 * (torch.rand(1, 29, pos_dim) < 0.5)).expand(1, 29, pos_dim)
-    wq, wk, wf = (torch.randn(3, 29, 2, 24) for _ in range(3))
+    wq, wk, wf = (torch.randn(3, 29, 2, 32) for _ in range(3))
     calls = []
     real = rotary_kernel.fused_rotary
     monkeypatch.setattr(rotary_kernel, "fused_rotary", lambda *a: calls.append(1) or real(*a))
