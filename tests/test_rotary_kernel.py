@@ -16,18 +16,9 @@ from stripes.kernels import native
 from stripes.kernels import rotary as rotary_kernel
 from stripes.pe import build_pe
 from stripes.pe import rope as rope_module
+from tests.fixtures.native import EPS32, native_on, needs_compiler  # noqa: F401 (autouse fixture)
 
-pytestmark = pytest.mark.skipif(native.compiler() is None,
-                                reason="no C compiler (env CC or cc): the native kernel cannot be built")
-EPS32 = 2.0 ** -24
-
-
-@pytest.fixture(autouse=True)
-def _native_on(monkeypatch):
-    """Each test starts with the kernel enabled and leaves no loader state behind."""
-    monkeypatch.delenv("STRIPES_NATIVE", raising=False)
-    yield
-    native.reset()
+pytestmark = needs_compiler
 
 
 def direct(x, pos, frequencies):

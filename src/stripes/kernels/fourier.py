@@ -22,39 +22,13 @@ import torch
 from . import native
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_SIGNATURES = {
+_KERNEL = native.Kernel("fourier", {
     "fourier_forward": [_I64] * 5 + [_PTR] * 9,
     "fourier_backward": [_I64] * 5 + [_PTR] * 14,
-}
+})
 
-
-def _library():
-    lib = native.load("fourier")
-    if lib is not None and getattr(lib, "_stripes_typed", False) is False:
-        for fn, args in _SIGNATURES.items():
-            getattr(lib, fn).argtypes = args
-            getattr(lib, fn).restype = ctypes.c_int
-        lib._stripes_typed = True
-    return lib
-
-
-def available() -> bool:
-    """True when the compiled kernel loads (not disabled by ``STRIPES_NATIVE=0``, compiler works)."""
-    return _library() is not None
-
-
-def supports(*tensors: torch.Tensor | None) -> bool:
-    """Whether the kernel handles these inputs: CPU float32 only (float64 and CUDA use PyTorch)."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
-
-
-def _ptr(t: torch.Tensor | None):
-    return None if t is None else t.data_ptr()
-
-
-def _check(status: int, fn: str) -> None:
-    if status != 0:
-        raise MemoryError(f"stripes/kernels/fourier.py: {fn} could not allocate its scratch memory")
+available = _KERNEL.available
+supports = native.cpu_float32
 
 
 class _FusedFourierFeatures(torch.autograd.Function):
@@ -62,7 +36,6 @@ class _FusedFourierFeatures(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, pos, frequencies, phases, gains):
-        lib = _library()
         x = q if q is not None else k
         n, h, d = x.shape
         nf, p = frequencies.shape[2], frequencies.shape[3]
@@ -73,15 +46,13 @@ class _FusedFourierFeatures(torch.autograd.Function):
         gc, gs = (g * ct).contiguous(), (g * st).contiguous()
         qt = x.new_empty(n, h, 2 * nf) if q is not None else None
         kt = x.new_empty(n, h, 2 * nf) if k is not None else None
-        _check(lib.fourier_forward(n, h, d, nf, p, _ptr(pos), _ptr(freq), _ptr(g), _ptr(gc), _ptr(gs),
-                                   _ptr(q), _ptr(k), _ptr(qt), _ptr(kt)), "fourier_forward")
+        _KERNEL.call("fourier_forward", n, h, d, nf, p, pos, freq, g, gc, gs, q, k, qt, kt)
         ctx.save_for_backward(q, k, pos, freq, g, ct.contiguous(), st.contiguous())
         ctx.has = (q is not None, k is not None)
         return qt, kt
 
     @staticmethod
     def backward(ctx, grad_qt, grad_kt):
-        lib = _library()
         q, k, pos, freq, g, ct, st = ctx.saved_tensors
         has_q, has_k = ctx.has
         x = q if has_q else k
@@ -99,9 +70,8 @@ class _FusedFourierFeatures(torch.autograd.Function):
         wide = dict(dtype=torch.float64, device=x.device)
         dfreq, dphase, dgain = torch.empty(h, p, nf, d, **wide), torch.empty(h, nf, d, **wide), \
             torch.empty(h, nf, d, **wide)
-        _check(lib.fourier_backward(n, h, d, nf, p, _ptr(pos), _ptr(freq), _ptr(g), _ptr(ct), _ptr(st),
-                                    _ptr(q), _ptr(k), _ptr(gq), _ptr(gk), _ptr(dq), _ptr(dk),
-                                    _ptr(dfreq), _ptr(dphase), _ptr(dgain)), "fourier_backward")
+        _KERNEL.call("fourier_backward", n, h, d, nf, p, pos, freq, g, ct, st, q, k, gq, gk, dq, dk,
+                     dfreq, dphase, dgain)
         need = ctx.needs_input_grad
         dfreq = (2 * math.pi * dfreq).permute(0, 3, 2, 1).to(x.dtype) if need[3] else None
         dphase = dphase.transpose(1, 2).to(x.dtype) if need[4] and has_q else None

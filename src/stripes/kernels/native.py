@@ -35,6 +35,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
          "-fno-signed-zeros", "-fopenmp-simd",
          "-fPIC", "-shared"]
@@ -154,3 +156,40 @@ def reset() -> None:
     """Forget loaded libraries and issued warnings (the next ``load`` looks at the cache again)."""
     _LOADED.clear()
     _WARNED.clear()
+
+
+class Kernel:
+    """The functions of one compiled library ``<name>.c``, typed once and called with tensors.
+
+    ``signatures`` maps each C function to its ctypes argument types (every function returns an
+    int status, 0 on success). ``call(fn, *args)`` passes tensors as their data pointers (None as
+    NULL) and raises MemoryError naming the function when the status is not 0 (the kernels'
+    only failure is their scratch allocation).
+    """
+
+    def __init__(self, name: str, signatures: dict[str, list]):
+        self.name, self.signatures = name, signatures
+
+    def library(self) -> ctypes.CDLL | None:
+        lib = load(self.name)
+        if lib is not None and not getattr(lib, "_stripes_typed", False):
+            for fn, args in self.signatures.items():
+                getattr(lib, fn).argtypes = args
+                getattr(lib, fn).restype = ctypes.c_int
+            lib._stripes_typed = True
+        return lib
+
+    def available(self) -> bool:
+        """True when the library loads (not disabled by ``STRIPES_NATIVE=0``, the compiler works)."""
+        return self.library() is not None
+
+    def call(self, fn: str, *args) -> None:
+        pointers = [a.data_ptr() if hasattr(a, "data_ptr") else a for a in args]
+        if getattr(self.library(), fn)(*pointers) != 0:
+            raise MemoryError(f"stripes/kernels/{self.name}.c: {fn} could not allocate its scratch memory")
+
+
+def cpu_float32(*tensors) -> bool:
+    """Whether the native kernels take these inputs: CPU float32 (None entries ignored); float64
+    and CUDA tensors use the PyTorch implementations."""
+    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)

@@ -21,39 +21,13 @@ import torch
 from . import native
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_SIGNATURES = {
+_KERNEL = native.Kernel("rotary", {
     "rotary_forward": [_I64] * 5 + [_PTR] * 6,
     "rotary_backward": [_I64] * 5 + [_PTR] * 9,
-}
+})
 
-
-def _library():
-    lib = native.load("rotary")
-    if lib is not None and getattr(lib, "_stripes_typed", False) is False:
-        for fn, args in _SIGNATURES.items():
-            getattr(lib, fn).argtypes = args
-            getattr(lib, fn).restype = ctypes.c_int
-        lib._stripes_typed = True
-    return lib
-
-
-def available() -> bool:
-    """True when the compiled kernel loads (not disabled by ``STRIPES_NATIVE=0``, compiler works)."""
-    return _library() is not None
-
-
-def supports(*tensors: torch.Tensor | None) -> bool:
-    """Whether the kernel handles these inputs: CPU float32 only (float64 and CUDA use PyTorch)."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
-
-
-def _ptr(t: torch.Tensor | None):
-    return None if t is None else t.data_ptr()
-
-
-def _check(status: int, fn: str) -> None:
-    if status != 0:
-        raise MemoryError(f"stripes/kernels/rotary.py: {fn} could not allocate its scratch memory")
+available = _KERNEL.available
+supports = native.cpu_float32
 
 
 class _FusedRotary(torch.autograd.Function):
@@ -61,14 +35,12 @@ class _FusedRotary(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, pos, frequencies):
-        lib = _library()
         n, h, d = q.shape
         hf, j, p = frequencies.shape
         freq = frequencies.detach().transpose(1, 2).contiguous()  # kernel layout (Hf, P, J)
         qt = torch.empty_like(q)
         kt = torch.empty_like(k) if k is not None else None
-        _check(lib.rotary_forward(n, h, hf, j, p, _ptr(pos), _ptr(freq), _ptr(q), _ptr(k),
-                                  _ptr(qt), _ptr(kt)), "rotary_forward")
+        _KERNEL.call("rotary_forward", n, h, hf, j, p, pos, freq, q, k, qt, kt)
         # q and k are kept only for the frequency gradient (fixed frequencies: not at all)
         keep = ctx.needs_input_grad[3]
         ctx.save_for_backward(pos, freq, q if keep else None, k if keep else None)
@@ -77,7 +49,6 @@ class _FusedRotary(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_qt, grad_kt):
-        lib = _library()
         pos, freq, q, k = ctx.saved_tensors
         hf, p, j = freq.shape
         n, h = pos.shape[0], grad_qt.shape[1] if grad_qt is not None else grad_kt.shape[1]
@@ -90,9 +61,7 @@ class _FusedRotary(torch.autograd.Function):
         dq = torch.empty_like(gq)
         dk = torch.empty_like(gk) if gk is not None else None
         dfreq = torch.empty(hf, p, j, dtype=torch.float64) if want else None
-        _check(lib.rotary_backward(n, h, hf, j, p, _ptr(pos), _ptr(freq), _ptr(q), _ptr(k),
-                                   _ptr(gq), _ptr(gk), _ptr(dq), _ptr(dk), _ptr(dfreq)),
-               "rotary_backward")
+        _KERNEL.call("rotary_backward", n, h, hf, j, p, pos, freq, q, k, gq, gk, dq, dk, dfreq)
         need = ctx.needs_input_grad
         dfreq = dfreq.transpose(1, 2).to(torch.float32) if want else None
         return (dq if need[0] else None, dk if need[1] else None, None, dfreq)
