@@ -172,5 +172,9 @@ def sine_codes(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: torch
             raise ValueError(f"stripes/pe/spe_codes.py: side x {tuple(x.shape)} / phase must be "
                              f"({n}, {h}, {d}) / {tuple(s.shape)}")
         flat += [x, phase]
+    from . import spe_native  # imports this module's helpers
     with torch.autocast(pos.device.type, enabled=False):  # float32 matmuls under AMP
+        pairs = list(zip(flat[0::2], flat[1::2]))
+        if spe_native.usable(pos, omega, s, t, z, pairs):
+            return spe_native.native_sine_codes(pos, omega, s, t, z, pairs, chunk)
         return _SineCodes.apply(pos, omega, s, t, z, chunk, *flat)

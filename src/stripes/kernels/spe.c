@@ -1,0 +1,182 @@
+/* Fused CPU kernel of sineSPE's elementwise work ([L] eq. 6–7 with the gate; stripes/pe/spe_codes.py)
+ * for one chunk of C tokens and up to two sides (queries, keys) at once.
+ *
+ * Layouts (float32, C-contiguous; H heads, K sines, D dims, P position dims, KD = K·D,
+ * W = (2K + G)·D with G = 1 when gated, else 0):
+ *   pos (C, P); omega (H, P, KD) angular frequencies (k, d) with d fastest; x, dx (C, H, D) (rows
+ *   of the caller's (N, H, D) tensors: a pointer to the chunk's first token); codes / dcodes
+ *   (H, C, W) laid out [cos (k, d) | sin (k, d) | gate (d)], the buffers of the caller's bmm.
+ * For every (head h, token c): a_kd = Σ_p pos_p ω[h, p, kd] (float32, like the PyTorch path's bmm)
+ * and ONE sincos per (k, d) (sincos.h) serves both sides. The query phases are folded into the
+ * noise rows by the caller, so the sides differ only in x.
+ *
+ * Forward: codes[h, c] = [x_d cos a_kd | x_d sin a_kd | x_d].
+ * Backward, from dcodes = (dC, dS, dE) = g z'ᵀ (the caller's bmm) and the row scales s (H, K, D),
+ * t (H, D) (NULL without the gate):
+ *   w = dC cos a + dS sin a,  v = dS cos a − dC sin a,  dx_d = Σ_k s_kd w_kd + t_d dE_d,
+ * and the token sums of the side, added into sums (H, P + 1, W) float64 (accumulated in float32
+ * over the chunk first): row p < P, columns KD…2KD: Σ_c pos_p x v; row P: [Σ x w | Σ x v | Σ x dE].
+ * (Row p < P, columns outside KD…2KD are left alone.) Single-threaded. */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#include "sincos.h"
+
+/* cos a (KD) and sin a (KD) of token pn for head h's frequencies om (P, KD); a is KD scratch. */
+INLINE void angles(float *restrict cs, float *restrict sn, float *restrict a, const float *restrict pn,
+                   const float *restrict om, int64_t KD, int64_t P)
+{
+    if (P == 1) {
+        const float p0 = pn[0];
+#pragma omp simd
+        for (int64_t i = 0; i < KD; ++i)
+            a[i] = p0 * om[i];
+    } else {
+        memset(a, 0, sizeof(float) * KD);
+        for (int64_t p = 0; p < P; ++p) {
+            if (pn[p] == 0.f)
+                continue;
+            const float pp = pn[p];
+#pragma omp simd
+            for (int64_t i = 0; i < KD; ++i)
+                a[i] = fmaf(pp, om[p * KD + i], a[i]);
+        }
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < KD; ++i) {
+        const sincos_t sc = sincos_f32(a[i]);
+        cs[i] = sc.c;
+        sn[i] = sc.s;
+    }
+}
+
+INLINE void encode(float *restrict out, const float *restrict x, const float *restrict cs,
+                   const float *restrict sn, int64_t K, int64_t D, int gated)
+{
+    const int64_t KD = K * D;
+    for (int64_t k = 0; k < K; ++k) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+            out[k * D + d] = x[d] * cs[k * D + d];
+            out[KD + k * D + d] = x[d] * sn[k * D + d];
+        }
+    }
+    if (gated)
+        memcpy(out + 2 * KD, x, sizeof(float) * D);
+}
+
+/* Forward for one chunk; xk / ck may be NULL (one side). Returns 0, or 1 if scratch allocation failed. */
+int spe_forward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P, int64_t gated,
+                const float *pos, const float *omega, const float *xq, const float *xk,
+                float *cq, float *ck)
+{
+    const int64_t KD = K * D, W = (2 * K + (gated ? 1 : 0)) * D;
+    float *scratch = (float *)malloc(sizeof(float) * 3 * KD);
+    if (!scratch)
+        return 1;
+    float *cs = scratch, *sn = scratch + KD, *a = scratch + 2 * KD;
+    for (int64_t h = 0; h < H; ++h)
+        for (int64_t c = 0; c < C; ++c) {
+            angles(cs, sn, a, pos + c * P, omega + h * P * KD, KD, P);
+            const int64_t at = (c * H + h) * D, row = (h * C + c) * W;
+            encode(cq + row, xq + at, cs, sn, K, D, (int)gated);
+            if (xk)
+                encode(ck + row, xk + at, cs, sn, K, D, (int)gated);
+        }
+    free(scratch);
+    return 0;
+}
+
+/* One side's backward for token c of head h (module comment); acc: (P + 1, W) float32 of head h. */
+INLINE void decode(float *restrict dx, float *restrict acc, float *restrict wv, const float *restrict dc,
+                   const float *restrict x, const float *restrict pn, const float *restrict cs,
+                   const float *restrict sn, const float *restrict sh, const float *restrict th,
+                   int64_t K, int64_t D, int64_t P, int64_t W)
+{
+    const int64_t KD = K * D;
+    float *restrict w = wv, *restrict v = wv + KD;
+#pragma omp simd
+    for (int64_t i = 0; i < KD; ++i) {
+        const float dC = dc[i], dS = dc[KD + i];
+        w[i] = dC * cs[i] + dS * sn[i];
+        v[i] = dS * cs[i] - dC * sn[i];
+    }
+    if (dx) {
+        if (th) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d)
+                dx[d] = th[d] * dc[2 * KD + d];
+        } else {
+            memset(dx, 0, sizeof(float) * D);
+        }
+        for (int64_t k = 0; k < K; ++k) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d)
+                dx[d] = fmaf(sh[k * D + d], w[k * D + d], dx[d]);
+        }
+    }
+    float *one = acc + P * W;
+    for (int64_t k = 0; k < K; ++k) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+            const float xw = x[d] * w[k * D + d], xv = x[d] * v[k * D + d];
+            one[k * D + d] += xw;
+            one[KD + k * D + d] += xv;
+            v[k * D + d] = xv;  /* kept for the position rows */
+        }
+    }
+    if (th) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d)
+            one[2 * KD + d] += x[d] * dc[2 * KD + d];
+    }
+    for (int64_t p = 0; p < P; ++p) {
+        if (pn[p] == 0.f)
+            continue;
+        const float pp = pn[p];
+        float *row = acc + p * W + KD;
+#pragma omp simd
+        for (int64_t i = 0; i < KD; ++i)
+            row[i] = fmaf(pp, v[i], row[i]);
+    }
+}
+
+/* Backward for one chunk. Side q: dcq (H, C, W), xq, dxq (C, H, D) (dxq may be NULL: no gradient of
+ * x wanted), sums_q (H, P + 1, W) float64 (added into); dcq NULL skips the side. Likewise side k.
+ * sh: s (H, K, D); th: t (H, D) or NULL (ungated). Returns 0, or 1 if scratch allocation failed. */
+int spe_backward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P,
+                 const float *pos, const float *omega, const float *sh, const float *th,
+                 const float *dcq, const float *xq, float *dxq, double *sums_q,
+                 const float *dck, const float *xk, float *dxk, double *sums_k)
+{
+    const int64_t KD = K * D, W = (2 * K + (th ? 1 : 0)) * D, A = (P + 1) * W;
+    float *scratch = (float *)malloc(sizeof(float) * (5 * KD + 2 * A));
+    if (!scratch)
+        return 1;
+    float *cs = scratch, *sn = scratch + KD, *a = scratch + 2 * KD, *wv = scratch + 3 * KD;
+    float *acc_q = scratch + 5 * KD, *acc_k = acc_q + A;
+    for (int64_t h = 0; h < H; ++h) {
+        memset(acc_q, 0, sizeof(float) * 2 * A);
+        const float *sh_h = sh + h * KD, *th_h = th ? th + h * D : 0;
+        for (int64_t c = 0; c < C; ++c) {
+            const float *pn = pos + c * P;
+            angles(cs, sn, a, pn, omega + h * P * KD, KD, P);
+            const int64_t at = (c * H + h) * D, row = (h * C + c) * W;
+            if (dcq)
+                decode(dxq ? dxq + at : 0, acc_q, wv, dcq + row, xq + at, pn, cs, sn, sh_h, th_h, K, D, P, W);
+            if (dck)
+                decode(dxk ? dxk + at : 0, acc_k, wv, dck + row, xk + at, pn, cs, sn, sh_h, th_h, K, D, P, W);
+        }
+        for (int64_t i = 0; i < A; ++i) {
+            if (dcq)
+                sums_q[h * A + i] += acc_q[i];
+            if (dck)
+                sums_k[h * A + i] += acc_k[i];
+        }
+    }
+    free(scratch);
+    return 0;
+}

@@ -1,0 +1,96 @@
+"""sineSPE's elementwise work through the fused C kernel ``spe.c`` (CPU, float32), chunk by chunk.
+
+``chunk_forward`` writes the codes [x cos a | x sin a | x] of one chunk of tokens for one or two
+sides into the caller's (H, C, W) bmm input buffers; ``chunk_backward`` turns the caller's
+dcodes = g z'ᵀ into dx and adds the side's token sums (float64) for the gradients of the
+frequencies, gains, gate and phases (spe.c's header gives the formulas and layouts). One sincos per
+(head, token, k, d) serves both sides, in the forward and again (recomputed) in the backward.
+The matrix products stay with the caller (torch.bmm); ``stripes.pe.spe_native`` is the autograd
+Function. Single-threaded (whatever ``torch.get_num_threads()`` says).
+
+``available()`` says whether the kernel can be used (``stripes.kernels.native.load``); callers
+check it and ``supports`` and fall back to PyTorch otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from . import native
+
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_SIGNATURES = {
+    "spe_forward": [_I64] * 6 + [_PTR] * 6,
+    "spe_backward": [_I64] * 5 + [_PTR] * 12,
+}
+
+
+def _library():
+    lib = native.load("spe")
+    if lib is not None and getattr(lib, "_stripes_typed", False) is False:
+        for fn, args in _SIGNATURES.items():
+            getattr(lib, fn).argtypes = args
+            getattr(lib, fn).restype = ctypes.c_int
+        lib._stripes_typed = True
+    return lib
+
+
+def available() -> bool:
+    """True when the compiled kernel loads (not disabled by ``STRIPES_NATIVE=0``, compiler works)."""
+    return _library() is not None
+
+
+def supports(*tensors: torch.Tensor | None) -> bool:
+    """Whether the kernel handles these inputs: CPU float32 only (float64 and CUDA use PyTorch)."""
+    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _check(status: int, fn: str) -> None:
+    if status != 0:
+        raise MemoryError(f"stripes/kernels/spe.py: {fn} could not allocate its scratch memory")
+
+
+def chunk_forward(pos: torch.Tensor, omega: torch.Tensor, k: int, gated: bool, xs, codes) -> None:
+    """Codes of one chunk for 1 or 2 sides, written in place.
+
+    Args:
+        pos: (C, P) contiguous float32 positions of the chunk's tokens.
+        omega: (H, P, K·D) contiguous angular frequencies (radians per unit).
+        k: number of sines K; gated: whether the codes carry the gate slot [.. | x].
+        xs: 1 or 2 tensors (C, H, D), each a contiguous slice of an (N, H, D) tensor.
+        codes: as many (H, C, W) contiguous buffers, W = (2K + gated)·D, overwritten.
+    Raises:
+        MemoryError: the kernel's scratch allocation failed.
+    """
+    c, h, d = xs[0].shape
+    two = len(xs) == 2
+    _check(_library().spe_forward(c, h, k, d, pos.shape[1], int(gated), _ptr(pos), _ptr(omega),
+                                  _ptr(xs[0]), _ptr(xs[1]) if two else None, _ptr(codes[0]),
+                                  _ptr(codes[1]) if two else None), "spe_forward")
+
+
+def chunk_backward(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: torch.Tensor | None,
+                   sides) -> None:
+    """dx and token sums of one chunk for 1 or 2 sides, in place (spe.c's header).
+
+    Args:
+        pos: (C, P), omega: (H, P, K·D), s: (H, K, D), t: (H, D) or None (ungated); contiguous float32.
+        sides: 1 or 2 tuples (dcodes (H, C, W) contiguous or None to skip the side, x (C, H, D)
+            contiguous slice, dx (C, H, D) contiguous slice or None, sums (H, P + 1, W) float64,
+            added into).
+    Raises:
+        MemoryError: the kernel's scratch allocation failed.
+    """
+    c, h, d = sides[0][1].shape
+    k = s.shape[1]
+    flat = []
+    for dc, x, dx, sums in list(sides) + [(None, None, None, None)] * (2 - len(sides)):
+        flat += [_ptr(dc), _ptr(x), _ptr(dx), _ptr(sums)] if dc is not None else [None] * 4
+    _check(_library().spe_backward(c, h, k, d, pos.shape[1], _ptr(pos), _ptr(omega), _ptr(s), _ptr(t),
+                                   *flat), "spe_backward")
