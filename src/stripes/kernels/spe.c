@@ -90,57 +90,52 @@ int spe_forward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P, int64_t g
     return 0;
 }
 
-/* One side's backward for token c of head h (module comment); acc: (P + 1, W) float32 of head h. */
-INLINE void decode(float *restrict dx, float *restrict acc, float *restrict wv, const float *restrict dc,
+/* One side's backward for token c of head h (module comment); acc: (P + 1, W) float32 of head h,
+ * xv: KD scratch (x v for the position rows when P > 1). One pass over (k, d) computes w, v, dx and
+ * the row-P sums (and with P = 1 the position row). */
+INLINE void decode(float *restrict dx, float *restrict acc, float *restrict xv, const float *restrict dc,
                    const float *restrict x, const float *restrict pn, const float *restrict cs,
                    const float *restrict sn, const float *restrict sh, const float *restrict th,
-                   int64_t K, int64_t D, int64_t P, int64_t W)
+                   int64_t K, int64_t D, int64_t P, int64_t W,
+                   const int HAS_DX, const int GATED, const int P1)
 {
     const int64_t KD = K * D;
-    float *restrict w = wv, *restrict v = wv + KD;
-#pragma omp simd
-    for (int64_t i = 0; i < KD; ++i) {
-        const float dC = dc[i], dS = dc[KD + i];
-        w[i] = dC * cs[i] + dS * sn[i];
-        v[i] = dS * cs[i] - dC * sn[i];
-    }
-    if (dx) {
-        if (th) {
-#pragma omp simd
-            for (int64_t d = 0; d < D; ++d)
-                dx[d] = th[d] * dc[2 * KD + d];
-        } else {
-            memset(dx, 0, sizeof(float) * D);
-        }
-        for (int64_t k = 0; k < K; ++k) {
-#pragma omp simd
-            for (int64_t d = 0; d < D; ++d)
-                dx[d] = fmaf(sh[k * D + d], w[k * D + d], dx[d]);
-        }
-    }
-    float *one = acc + P * W;
+    const float *restrict dE = dc + 2 * KD;
+    float *restrict one = acc + P * W;
+    const float p0 = pn[0];
     for (int64_t k = 0; k < K; ++k) {
+        const float *restrict dC = dc + k * D, *restrict dS = dc + KD + k * D;
+        const float *restrict ck = cs + k * D, *restrict sk = sn + k * D, *restrict sc = sh + k * D;
+        float *restrict ow = one + k * D, *restrict ov = one + KD + k * D;
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d) {
-            const float xw = x[d] * w[k * D + d], xv = x[d] * v[k * D + d];
-            one[k * D + d] += xw;
-            one[KD + k * D + d] += xv;
-            v[k * D + d] = xv;  /* kept for the position rows */
+            const float w = dC[d] * ck[d] + dS[d] * sk[d], v = dS[d] * ck[d] - dC[d] * sk[d];
+            const float xw = x[d] * w, xvd = x[d] * v;
+            ow[d] += xw;
+            ov[d] += xvd;
+            if (P1)
+                acc[KD + k * D + d] = fmaf(p0, xvd, acc[KD + k * D + d]);
+            else
+                xv[k * D + d] = xvd;
+            if (HAS_DX) {
+                const float base = k ? dx[d] : (GATED ? th[d] * dE[d] : 0.f);
+                dx[d] = fmaf(sc[d], w, base);
+            }
         }
     }
-    if (th) {
+    if (GATED) {
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d)
-            one[2 * KD + d] += x[d] * dc[2 * KD + d];
+            one[2 * KD + d] += x[d] * dE[d];
     }
-    for (int64_t p = 0; p < P; ++p) {
+    for (int64_t p = 0; !P1 && p < P; ++p) {
         if (pn[p] == 0.f)
             continue;
         const float pp = pn[p];
-        float *row = acc + p * W + KD;
+        float *restrict row = acc + p * W + KD;
 #pragma omp simd
         for (int64_t i = 0; i < KD; ++i)
-            row[i] = fmaf(pp, v[i], row[i]);
+            row[i] = fmaf(pp, xv[i], row[i]);
     }
 }
 
@@ -165,10 +160,26 @@ int spe_backward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P,
             const float *pn = pos + c * P;
             angles(cs, sn, a, pn, omega + h * P * KD, KD, P);
             const int64_t at = (c * H + h) * D, row = (h * C + c) * W;
-            if (dcq)
-                decode(dxq ? dxq + at : 0, acc_q, wv, dcq + row, xq + at, pn, cs, sn, sh_h, th_h, K, D, P, W);
-            if (dck)
-                decode(dxk ? dxk + at : 0, acc_k, wv, dck + row, xk + at, pn, cs, sn, sh_h, th_h, K, D, P, W);
+            /* literal flags: the inlined loops carry no branch */
+#define SIDE(DC, X, DX, ACC)                                                                        \
+            if (DC) {                                                                               \
+                float *dxp = DX ? DX + at : 0;                                                      \
+                const float *dcp = DC + row, *xp = X + at;                                          \
+                if (P == 1) {                                                                       \
+                    if (DX) { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 1, 1); \
+                              else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 0, 1); }      \
+                    else { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 1, 1); \
+                           else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 0, 1); }    \
+                } else {                                                                            \
+                    if (DX) { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 1, 0); \
+                              else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 0, 0); }      \
+                    else { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 1, 0); \
+                           else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 0, 0); }    \
+                }                                                                                   \
+            }
+            SIDE(dcq, xq, dxq, acc_q)
+            SIDE(dck, xk, dxk, acc_k)
+#undef SIDE
         }
         for (int64_t i = 0; i < A; ++i) {
             if (dcq)
