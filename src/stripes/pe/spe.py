@@ -114,7 +114,7 @@ class SineSPE(PositionalEncoding):
         for x, query in sides:
             self.check(x, pos)
             args.append((x.to(acc).reshape(b * t, h, d), phase if query else None))
-        outs = sine_codes(pos.reshape(b * t, -1), omega, s.transpose(1, 2), gate_scale, rows, args,
+        outs = sine_codes(pos.reshape(b * t, pos.shape[-1]), omega, s.transpose(1, 2), gate_scale, rows, args,
                           CHUNK_TOKENS)
         return [o.view(b, t, h, r).to(x.dtype) for o, (x, _) in zip(outs, sides)]
 
