@@ -113,6 +113,19 @@ def test_native_equals_float64_reference_with_every_gradient(pos_dim, sines, gat
     assert_matches(got, ref, py32, a_max, pos_dim, f"P={pos_dim} K={sines} gated={gated} chunk={chunk}")
 
 
+@pytest.mark.parametrize("sines", [1, 2])
+def test_non_temporal_store_path(sines, monkeypatch):
+    """D = 32 (a multiple of 16, 64-byte aligned rows): with AVX-512 dx is written with
+    non-temporal stores (spe.c); same checks as above."""
+    monkeypatch.setattr(spe_module, "CHUNK_TOKENS", 16)
+    pe, ref_pe, pos, q, k, wq, wk, a_max = make_case(1, sines, True, d=32)
+    got = codes_and_grads(pe, pos, q, k, wq, wk, torch.float32)
+    ref = codes_and_grads(ref_pe, pos, q, k, wq, wk, torch.float64)
+    monkeypatch.setenv("STRIPES_NATIVE", "0")
+    py32 = codes_and_grads(pe, pos, q, k, wq, wk, torch.float32)
+    assert_matches(got, ref, py32, a_max, 1, f"D=32 K={sines}")
+
+
 @pytest.mark.parametrize("query_side", [True, False])
 def test_one_side_only(query_side, monkeypatch):
     """``transform`` of one side (with or without the phases) through the kernel."""

@@ -25,6 +25,28 @@
 
 #include "sincos.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define SPE_AVX512 1
+#else
+#define SPE_AVX512 0
+#endif
+
+/* dst = src (D floats), with non-temporal stores when STREAM (AVX-512, D % 16 == 0, dst 64-byte
+ * aligned): dx is not read again by this kernel, so its lines skip the read-for-ownership. */
+INLINE void put_row(float *restrict dst, const float *restrict src, int64_t D, const int STREAM)
+{
+#if SPE_AVX512
+    if (STREAM) {
+        for (int64_t d = 0; d < D; d += 16)
+            _mm512_stream_ps(dst + d, _mm512_loadu_ps(src + d));
+        return;
+    }
+#endif
+    (void)STREAM;
+    memcpy(dst, src, sizeof(float) * D);
+}
+
 /* cos a (KD) and sin a (KD) of token pn for head h's frequencies om (P, KD); a is KD scratch. */
 INLINE void angles(float *restrict cs, float *restrict sn, float *restrict a, const float *restrict pn,
                    const float *restrict om, int64_t KD, int64_t P)
@@ -78,8 +100,8 @@ int spe_forward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P, int64_t g
     if (!scratch)
         return 1;
     float *cs = scratch, *sn = scratch + KD, *a = scratch + 2 * KD;
-    for (int64_t h = 0; h < H; ++h)
-        for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = 0; c < C; ++c)  /* tokens outer: x is read sequentially */
+        for (int64_t h = 0; h < H; ++h) {
             angles(cs, sn, a, pos + c * P, omega + h * P * KD, KD, P);
             const int64_t at = (c * H + h) * D, row = (h * C + c) * W;
             encode(cq + row, xq + at, cs, sn, K, D, (int)gated);
@@ -97,7 +119,7 @@ INLINE void decode(float *restrict dx, float *restrict acc, float *restrict xv, 
                    const float *restrict x, const float *restrict pn, const float *restrict cs,
                    const float *restrict sn, const float *restrict sh, const float *restrict th,
                    int64_t K, int64_t D, int64_t P, int64_t W,
-                   const int HAS_DX, const int GATED, const int P1)
+                   const int HAS_DX, const int GATED, const int P1, float *restrict dxs, const int STREAM)
 {
     const int64_t KD = K * D;
     const float *restrict dE = dc + 2 * KD;
@@ -118,11 +140,13 @@ INLINE void decode(float *restrict dx, float *restrict acc, float *restrict xv, 
             else
                 xv[k * D + d] = xvd;
             if (HAS_DX) {
-                const float base = k ? dx[d] : (GATED ? th[d] * dE[d] : 0.f);
-                dx[d] = fmaf(sc[d], w, base);
+                const float base = k ? dxs[d] : (GATED ? th[d] * dE[d] : 0.f);
+                dxs[d] = fmaf(sc[d], w, base);
             }
         }
     }
+    if (HAS_DX)
+        put_row(dx, dxs, D, STREAM);
     if (GATED) {
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d)
@@ -148,45 +172,50 @@ int spe_backward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P,
                  const float *dck, const float *xk, float *dxk, double *sums_k)
 {
     const int64_t KD = K * D, W = (2 * K + (th ? 1 : 0)) * D, A = (P + 1) * W;
-    float *scratch = (float *)malloc(sizeof(float) * (5 * KD + 2 * A));
+    float *scratch = (float *)malloc(sizeof(float) * (5 * KD + D + 2 * H * A));
     if (!scratch)
         return 1;
     float *cs = scratch, *sn = scratch + KD, *a = scratch + 2 * KD, *wv = scratch + 3 * KD;
-    float *acc_q = scratch + 5 * KD, *acc_k = acc_q + A;
-    for (int64_t h = 0; h < H; ++h) {
-        memset(acc_q, 0, sizeof(float) * 2 * A);
-        const float *sh_h = sh + h * KD, *th_h = th ? th + h * D : 0;
-        for (int64_t c = 0; c < C; ++c) {
-            const float *pn = pos + c * P;
+    float *dxs = scratch + 5 * KD, *acc_q = dxs + D, *acc_k = acc_q + H * A;  /* (H, P + 1, W) each */
+    memset(acc_q, 0, sizeof(float) * 2 * H * A);
+    const int stream = SPE_AVX512 && D % 16 == 0 && (uintptr_t)dxq % 64 == 0 && (uintptr_t)dxk % 64 == 0;
+    for (int64_t c = 0; c < C; ++c) {  /* tokens outer: x and dx are streamed sequentially */
+        const float *pn = pos + c * P;
+        for (int64_t h = 0; h < H; ++h) {
+            const float *sh_h = sh + h * KD, *th_h = th ? th + h * D : 0;
+            float *aq = acc_q + h * A, *ak = acc_k + h * A;
             angles(cs, sn, a, pn, omega + h * P * KD, KD, P);
             const int64_t at = (c * H + h) * D, row = (h * C + c) * W;
             /* literal flags: the inlined loops carry no branch */
-#define SIDE(DC, X, DX, ACC)                                                                        \
+#define SIDE(DC, X, DX, ACC, ST)                                                                      \
             if (DC) {                                                                               \
                 float *dxp = DX ? DX + at : 0;                                                      \
                 const float *dcp = DC + row, *xp = X + at;                                          \
                 if (P == 1) {                                                                       \
-                    if (DX) { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 1, 1); \
-                              else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 0, 1); }      \
-                    else { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 1, 1); \
-                           else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 0, 1); }    \
+                    if (DX) { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 1, 1, dxs, ST); \
+                              else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 0, 1, dxs, ST); }      \
+                    else { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 1, 1, dxs, ST); \
+                           else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 0, 1, dxs, ST); }    \
                 } else {                                                                            \
-                    if (DX) { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 1, 0); \
-                              else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 0, 0); }      \
-                    else { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 1, 0); \
-                           else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 0, 0); }    \
+                    if (DX) { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 1, 0, dxs, ST); \
+                              else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 1, 0, 0, dxs, ST); }      \
+                    else { if (th_h) decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 1, 0, dxs, ST); \
+                           else decode(dxp, ACC, wv, dcp, xp, pn, cs, sn, sh_h, th_h, K, D, P, W, 0, 0, 0, dxs, ST); }    \
                 }                                                                                   \
             }
-            SIDE(dcq, xq, dxq, acc_q)
-            SIDE(dck, xk, dxk, acc_k)
+            if (stream) { SIDE(dcq, xq, dxq, aq, 1) } else { SIDE(dcq, xq, dxq, aq, 0) }
+            if (stream) { SIDE(dck, xk, dxk, ak, 1) } else { SIDE(dck, xk, dxk, ak, 0) }
 #undef SIDE
         }
-        for (int64_t i = 0; i < A; ++i) {
-            if (dcq)
-                sums_q[h * A + i] += acc_q[i];
-            if (dck)
-                sums_k[h * A + i] += acc_k[i];
-        }
+    }
+#if SPE_AVX512
+    _mm_sfence();  /* the streamed dx lines are globally visible before the caller reads them */
+#endif
+    for (int64_t i = 0; i < H * A; ++i) {
+        if (dcq)
+            sums_q[i] += acc_q[i];
+        if (dck)
+            sums_k[i] += acc_k[i];
     }
     free(scratch);
     return 0;
