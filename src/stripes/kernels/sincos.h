@@ -1,4 +1,4 @@
-/* Vectorisable float32 sincos shared by the native kernels (fourier.c, rotary.c).
+/* Vectorisable float32 sincos shared by the native kernels (fourier.c, rotary.c, spe.c).
  *
  * Included by each kernel's .c file (native.py hashes this header into every library's cache key).
  * Needs the flags of native.py: -fno-math-errno (rintf and fmaf inline and vectorise). */

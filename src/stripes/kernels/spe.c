@@ -16,7 +16,12 @@
  *   w = dC cos a + dS sin a,  v = dS cos a − dC sin a,  dx_d = Σ_k s_kd w_kd + t_d dE_d,
  * and the token sums of the side, added into sums (H, P + 1, W) float64 (accumulated in float32
  * over the chunk first): row p < P, columns KD…2KD: Σ_c pos_p x v; row P: [Σ x w | Σ x v | Σ x dE].
- * (Row p < P, columns outside KD…2KD are left alone.) Single-threaded. */
+ * (Row p < P, columns outside KD…2KD are left alone.)
+ * Tokens are the outer loop (x and dx are read / written sequentially; heads inner), and with
+ * AVX-512, D a multiple of 16 and 64-byte aligned dx rows, dx is written with non-temporal stores
+ * (it is not read again here: no read-for-ownership). Measured at T = 8192, H = 4, D = 128, K = 1,
+ * both sides, 64 chunks of 128 tokens: forward 9 → 8 ms, backward 15 → 10 ms against heads outer
+ * and plain stores (interleaved, best of 7, 2-core Xeon). Single-threaded. */
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -21,7 +21,11 @@ phases are folded into the query side's noise rows (cos(a+θ)Zc + sin(a+θ)Zs = 
 with (Zc', Zs') rotated by θ), so cos a and sin a are evaluated once per token for both sides; the
 gains/gate scales multiply the noise rows in the forward and are applied to the token sums in the
 backward, so no matmul is spent on a gradient of the noise. Per chunk of tokens: one (C, (2K+1)·D)
-× ((2K+1)·D, R) product per side forward and one transposed product backward.
+× ((2K+1)·D, R) product per side forward and one transposed product backward. On the CPU in float32
+the elementwise work (angles, one sincos per head, token, k, d shared by both sides, the codes and
+the backward's w, v, dx and token sums) runs in the fused C kernel ``stripes/kernels/spe.c``
+(``spe_native``); float64, CUDA and ``STRIPES_NATIVE=0`` use the PyTorch Function (same numbers up
+to float32 rounding; the same noise for a seed either way).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from .spe_codes import sine_codes
 #: Tokens per chunk of ``sine_codes``: (H, C, (2K+1)·D) codes live at once (4 × 128 × 384 float32 =
 #: 768 KiB at H = 4, D = 128, K = 1), so every elementwise pass runs in L2 (0.21 ns per element and
 #: pass vs 0.39 at C = 512 on the 2-core box). Timed at T = 8192, one thread, forward+backward of
-#: both sides: C = 64/128/192/256/512 → 139/132/131/136/137 ms (interleaved, best of 8).
+#: both sides: C = 64/128/192/256/512 → 139/132/131/136/137 ms (interleaved, best of 8). The native
+#: kernel (spe_native) is flat over C = 64/96/128/192: 92/91/90/89 ms (same box, noisy).
 CHUNK_TOKENS = 128
 
 
