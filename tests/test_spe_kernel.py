@@ -21,19 +21,10 @@ import torch
 import stripes.pe.spe as spe_module
 from stripes.kernels import native
 from stripes.kernels import spe as spe_kernel
-from stripes.pe import build_pe, spe_codes, spe_native
+from stripes.pe import build_pe, spe_native
+from tests.fixtures.native import EPS32, native_on, needs_compiler  # noqa: F401 (autouse fixture)
 
-pytestmark = pytest.mark.skipif(native.compiler() is None,
-                                reason="no C compiler (env CC or cc): the native kernel cannot be built")
-EPS32 = 2.0 ** -24
-
-
-@pytest.fixture(autouse=True)
-def _native_on(monkeypatch):
-    """Each test starts with the kernel enabled and leaves no loader state behind."""
-    monkeypatch.delenv("STRIPES_NATIVE", raising=False)
-    yield
-    native.reset()
+pytestmark = needs_compiler
 
 
 def make_case(pos_dim, sines, gated, b=2, t=37, h=3, d=10, r=7, seed=0):

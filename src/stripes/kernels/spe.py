@@ -21,39 +21,13 @@ import torch
 from . import native
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_SIGNATURES = {
+_KERNEL = native.Kernel("spe", {
     "spe_forward": [_I64] * 6 + [_PTR] * 6,
     "spe_backward": [_I64] * 5 + [_PTR] * 12,
-}
+})
 
-
-def _library():
-    lib = native.load("spe")
-    if lib is not None and getattr(lib, "_stripes_typed", False) is False:
-        for fn, args in _SIGNATURES.items():
-            getattr(lib, fn).argtypes = args
-            getattr(lib, fn).restype = ctypes.c_int
-        lib._stripes_typed = True
-    return lib
-
-
-def available() -> bool:
-    """True when the compiled kernel loads (not disabled by ``STRIPES_NATIVE=0``, compiler works)."""
-    return _library() is not None
-
-
-def supports(*tensors: torch.Tensor | None) -> bool:
-    """Whether the kernel handles these inputs: CPU float32 only (float64 and CUDA use PyTorch)."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
-
-
-def _ptr(t: torch.Tensor | None):
-    return None if t is None else t.data_ptr()
-
-
-def _check(status: int, fn: str) -> None:
-    if status != 0:
-        raise MemoryError(f"stripes/kernels/spe.py: {fn} could not allocate its scratch memory")
+available = _KERNEL.available
+supports = native.cpu_float32
 
 
 def chunk_forward(pos: torch.Tensor, omega: torch.Tensor, k: int, gated: bool, xs, codes) -> None:
@@ -70,9 +44,8 @@ def chunk_forward(pos: torch.Tensor, omega: torch.Tensor, k: int, gated: bool, x
     """
     c, h, d = xs[0].shape
     two = len(xs) == 2
-    _check(_library().spe_forward(c, h, k, d, pos.shape[1], int(gated), _ptr(pos), _ptr(omega),
-                                  _ptr(xs[0]), _ptr(xs[1]) if two else None, _ptr(codes[0]),
-                                  _ptr(codes[1]) if two else None), "spe_forward")
+    _KERNEL.call("spe_forward", c, h, k, d, pos.shape[1], int(gated), pos, omega, xs[0],
+                 xs[1] if two else None, codes[0], codes[1] if two else None)
 
 
 def chunk_backward(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: torch.Tensor | None,
@@ -91,6 +64,5 @@ def chunk_backward(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: t
     k = s.shape[1]
     flat = []
     for dc, x, dx, sums in list(sides) + [(None, None, None, None)] * (2 - len(sides)):
-        flat += [_ptr(dc), _ptr(x), _ptr(dx), _ptr(sums)] if dc is not None else [None] * 4
-    _check(_library().spe_backward(c, h, k, d, pos.shape[1], _ptr(pos), _ptr(omega), _ptr(s), _ptr(t),
-                                   *flat), "spe_backward")
+        flat += [dc, x, dx, sums] if dc is not None else [None] * 4
+    _KERNEL.call("spe_backward", c, h, k, d, pos.shape[1], pos, omega, s, t, *flat)
