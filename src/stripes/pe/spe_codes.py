@@ -106,18 +106,26 @@ class _SineCodes(torch.autograd.Function):
                     torch.mul(d_gate, xc, out=tm[:, :, 2 * k:])
                 tm[:, :, :2 * k].mul_(xc)
                 side_sums.baddbmm_(pos_one[start:stop].T.expand(h, -1, -1), tm.view(h, c, -1)[:, :, :width])
-        total = sums[0] if len(sums) == 1 else torch.stack(sums).sum(0)
-        kd = k * d
-        d_omega = (total[:, :p, kd:2 * kd].view(h, p, k, d) * s.unsqueeze(1)).reshape(h, p, kd) if need[1] else None
-        d_s = total[:, p, :kd].reshape(h, k, d) if need[2] else None
-        d_t = total[:, p, 2 * kd:].contiguous() if gated and need[3] else None
-        grads_out = []
-        for i, (dx, phase, side_sums) in enumerate(zip(dxs, phases, sums)):
-            d_phase = None
-            if phase is not None and need[7 + 2 * i]:
-                d_phase = side_sums[:, p, kd:2 * kd].reshape(h, k, d) * s
-            grads_out += [dx, d_phase]
-        return (None, d_omega, d_s, d_t, None, None, *grads_out)
+        return gradients_from_token_sums(sums, dxs, phases, s, gated, need, p, s.dtype)
+
+
+def gradients_from_token_sums(sums, dxs, phases, s, gated, need, p, dtype):
+    """The backward's return tuple from the per-side token sums (H, P + 1, W') of [x w | x v | x dE]
+    against [pos, 1] (module doc): ∂L/∂ω = s Σ pos·x v, ∂L/∂s = Σ x w, ∂L/∂t = Σ x dE and, per side
+    with phases, ∂L/∂φ = s Σ x v; ``need`` is ``ctx.needs_input_grad``, sums are cast to ``dtype``."""
+    h, k, d = s.shape
+    kd = k * d
+    total = (sums[0] if len(sums) == 1 else torch.stack(sums).sum(0)).to(dtype)
+    d_omega = (total[:, :p, kd:2 * kd].view(h, p, k, d) * s.unsqueeze(1)).reshape(h, p, kd) if need[1] else None
+    d_s = total[:, p, :kd].reshape(h, k, d) if need[2] else None
+    d_t = total[:, p, 2 * kd:].contiguous() if gated and need[3] else None
+    grads_out = []
+    for i, (dx, phase, side_sums) in enumerate(zip(dxs, phases, sums)):
+        d_phase = None
+        if phase is not None and need[7 + 2 * i]:
+            d_phase = side_sums[:, p, kd:2 * kd].to(dtype).reshape(h, k, d) * s
+        grads_out += [dx, d_phase]
+    return (None, d_omega, d_s, d_t, None, None, *grads_out)
 
 
 def _trig(pos, omega, angle, out):

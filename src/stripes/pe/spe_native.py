@@ -14,7 +14,7 @@ import torch
 
 from stripes.kernels import spe as spe_kernel
 
-from .spe_codes import _rotate_rows, _row_scales
+from .spe_codes import _rotate_rows, _row_scales, gradients_from_token_sums
 
 
 def usable(pos, omega, s, t, z, sides) -> bool:
@@ -80,18 +80,7 @@ class _NativeSineCodes(torch.autograd.Function):
                 torch.bmm(g[start:stop].transpose(0, 1), z_t, out=dc)
                 args.append((dc, x[start:stop], None if dx is None else dx[start:stop], side_sums))
             spe_kernel.chunk_backward(pos[start:stop], omega_c, s_c, t_c, args)
-        total = (sums[0] if len(sums) == 1 else sums[0] + sums[1]).to(pos.dtype)
-        kd = k * d
-        d_omega = (total[:, :p, kd:2 * kd].view(h, p, k, d) * s.unsqueeze(1)).reshape(h, p, kd) if need[1] else None
-        d_s = total[:, p, :kd].reshape(h, k, d) if need[2] else None
-        d_t = total[:, p, 2 * kd:].contiguous() if gated and need[3] else None
-        grads_out = []
-        for i, (dx, phase, side_sums) in enumerate(zip(dxs, phases, sums)):
-            d_phase = None
-            if phase is not None and need[7 + 2 * i]:
-                d_phase = side_sums[:, p, kd:2 * kd].to(pos.dtype).reshape(h, k, d) * s
-            grads_out += [dx, d_phase]
-        return (None, d_omega, d_s, d_t, None, None, *grads_out)
+        return gradients_from_token_sums(sums, dxs, phases, s, gated, need, p, pos.dtype)
 
 
 def native_sine_codes(pos, omega, s, t, z, sides, chunk):
