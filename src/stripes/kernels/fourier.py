@@ -14,21 +14,20 @@ check it and fall back to PyTorch otherwise.
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import torch
 
 from . import native
 
-_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL = native.Kernel("fourier", {
-    "fourier_forward": [_I64] * 5 + [_PTR] * 9,
-    "fourier_backward": [_I64] * 5 + [_PTR] * 14,
+    "fourier_forward": (5, 9),
+    "fourier_backward": (5, 14),
 })
 
 available = _KERNEL.available
 supports = native.cpu_float32
+usable = _KERNEL.usable
 
 
 class _FusedFourierFeatures(torch.autograd.Function):

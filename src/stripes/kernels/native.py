@@ -161,20 +161,20 @@ def reset() -> None:
 class Kernel:
     """The functions of one compiled library ``<name>.c``, typed once and called with tensors.
 
-    ``signatures`` maps each C function to its ctypes argument types (every function returns an
-    int status, 0 on success). ``call(fn, *args)`` passes tensors as their data pointers (None as
+    ``signatures`` maps each C function to its arguments: (number of int64 sizes first, then
+    number of pointers); every function returns an int status, 0 on success. ``call(fn, *args)`` passes tensors as their data pointers (None as
     NULL) and raises MemoryError naming the function when the status is not 0 (the kernels'
     only failure is their scratch allocation).
     """
 
-    def __init__(self, name: str, signatures: dict[str, list]):
+    def __init__(self, name: str, signatures: dict[str, tuple[int, int]]):
         self.name, self.signatures = name, signatures
 
     def library(self) -> ctypes.CDLL | None:
         lib = load(self.name)
         if lib is not None and not getattr(lib, "_stripes_typed", False):
-            for fn, args in self.signatures.items():
-                getattr(lib, fn).argtypes = args
+            for fn, (sizes, pointers) in self.signatures.items():
+                getattr(lib, fn).argtypes = [ctypes.c_int64] * sizes + [ctypes.c_void_p] * pointers
                 getattr(lib, fn).restype = ctypes.c_int
             lib._stripes_typed = True
         return lib
@@ -182,6 +182,10 @@ class Kernel:
     def available(self) -> bool:
         """True when the library loads (not disabled by ``STRIPES_NATIVE=0``, the compiler works)."""
         return self.library() is not None
+
+    def usable(self, *tensors) -> bool:
+        """The kernel for these inputs: CPU float32 (``cpu_float32``) and the library loads."""
+        return cpu_float32(*tensors) and self.available()
 
     def call(self, fn: str, *args) -> None:
         pointers = [a.data_ptr() if hasattr(a, "data_ptr") else a for a in args]

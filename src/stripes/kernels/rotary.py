@@ -14,20 +14,18 @@ check it and ``supports`` and fall back to PyTorch otherwise.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from . import native
 
-_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL = native.Kernel("rotary", {
-    "rotary_forward": [_I64] * 5 + [_PTR] * 6,
-    "rotary_backward": [_I64] * 5 + [_PTR] * 9,
+    "rotary_forward": (5, 6),
+    "rotary_backward": (5, 9),
 })
 
 available = _KERNEL.available
 supports = native.cpu_float32
+usable = _KERNEL.usable
 
 
 class _FusedRotary(torch.autograd.Function):

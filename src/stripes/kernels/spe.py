@@ -14,20 +14,18 @@ check it and ``supports`` and fall back to PyTorch otherwise.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from . import native
 
-_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL = native.Kernel("spe", {
-    "spe_forward": [_I64] * 6 + [_PTR] * 6,
-    "spe_backward": [_I64] * 5 + [_PTR] * 12,
+    "spe_forward": (6, 6),
+    "spe_backward": (5, 12),
 })
 
 available = _KERNEL.available
 supports = native.cpu_float32
+usable = _KERNEL.usable
 
 
 def chunk_forward(pos: torch.Tensor, omega: torch.Tensor, k: int, gated: bool, xs, codes) -> None:

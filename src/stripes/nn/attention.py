@@ -104,24 +104,24 @@ def linear_attention(
     """
     if feature_map not in (None, "elu"):
         raise ValueError(f"stripes/nn/attention.py: feature_map must be None or 'elu', got {feature_map!r}")
-    fused_phi = feature_map == "elu" and causal and select_impl(impl, q_feat) != "fla"
+    use_fla = causal and select_impl(impl, q_feat) == "fla"
+    fused_phi = feature_map == "elu" and causal and not use_fla
+    acc = torch.float64 if q_feat.dtype == torch.float64 else torch.float32
     if feature_map == "elu" and not fused_phi:
-        acc = torch.float64 if q_feat.dtype == torch.float64 else torch.float32
         q_feat, k_feat = elu_plus_one(q_feat.to(acc)), elu_plus_one(k_feat.to(acc))
-    if causal and select_impl(impl, q_feat) == "fla":
+    if use_fla:
         return fused_causal_linear_attention(q_feat, k_feat, v, eps=eps, dtype=dtype)
     _check_shapes(q_feat, k_feat, v)
     if chunk_size < 1:
         raise ValueError(f"stripes/nn/attention.py: chunk_size must be >= 1, got {chunk_size}")
     out_dtype = v.dtype
-    acc = torch.float64 if q_feat.dtype == torch.float64 else torch.float32
     q, k, val = q_feat.to(acc), k_feat.to(acc), v.to(acc)
     if torch.is_tensor(eps):
         if eps.shape != q_feat.shape[:3]:
             raise ValueError(f"stripes/nn/attention.py: eps must be a float or (B,T,H) "
                              f"{tuple(q_feat.shape[:3])}, got {tuple(eps.shape)}")
         eps = eps.detach().to(acc)
-    if causal:  # (B, T, H, ·) throughout, one head at a time
+    if causal:  # (B, T, H, ·) throughout, in head groups
         return _CausalLinearAttention.apply(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
     # (B, H, T, F) layout: the matmuls run over the last two axes.
     q, k, val = q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2)

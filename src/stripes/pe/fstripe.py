@@ -163,7 +163,7 @@ def pooled_fourier_features(x: torch.Tensor, pos: torch.Tensor, frequencies: tor
     flat = x.to(acc).reshape(b * t, h, d)
     pos, frequencies, gains = pos.to(acc).reshape(b * t, pos.shape[-1]), frequencies.to(acc), gains.to(acc)
     phases = torch.zeros_like(gains) if phases is None else phases.to(acc)
-    if _use_native(flat, pos, frequencies, phases, gains):
+    if fourier_kernel.usable(flat, pos, frequencies, phases, gains):
         pair = fourier_kernel.fused_fourier_features(flat if query else None, None if query else flat,
                                                      pos, frequencies, phases, gains)
         out = pair[0] if query else pair[1]
@@ -189,7 +189,7 @@ def pooled_fourier_features_qk(q: torch.Tensor, k: torch.Tensor, pos: torch.Tens
     acc = compute_dtype(q)
     flat_q, flat_k = q.to(acc).reshape(b * t, h, d), k.to(acc).reshape(b * t, h, d)
     flat_pos, freq, ph, g = pos.to(acc).reshape(b * t, pos.shape[-1]), frequencies.to(acc), phases.to(acc), gains.to(acc)
-    if not _use_native(flat_q, flat_k, flat_pos, freq, ph, g):
+    if not fourier_kernel.usable(flat_q, flat_k, flat_pos, freq, ph, g):
         return (pooled_fourier_features(q, pos, frequencies, phases, gains),
                 pooled_fourier_features(k, pos, frequencies, None, gains))
     qt, kt = fourier_kernel.fused_fourier_features(flat_q, flat_k, flat_pos, freq, ph, g)
@@ -201,11 +201,6 @@ def _check_shapes(x, pos, frequencies):
     if frequencies.dim() != 4 or frequencies.shape[:2] != (h, d) or pos.shape != (b, t, frequencies.shape[3]):
         raise ValueError(f"stripes/pe/fstripe.py: x {tuple(x.shape)}, pos {tuple(pos.shape)} and "
                          f"frequencies {tuple(frequencies.shape)} do not fit (B,T,H,D), (B,T,P), (H,D,Nf,P)")
-
-
-def _use_native(*tensors) -> bool:
-    """The fused C kernel for CPU float32 inputs when it is available (else the PyTorch path)."""
-    return fourier_kernel.supports(*tensors) and fourier_kernel.available()
 
 
 class FStripe(PositionalEncoding):

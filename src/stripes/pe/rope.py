@@ -74,16 +74,11 @@ class RotaryPE(JointTransformPE):
         if not freqs.requires_grad and torch.equal(freqs, freqs[:1].expand_as(freqs)):
             freqs = freqs[:1]  # RoPE(A): one set of angles (B,T,1,D/2) for all heads
         cast = [x.to(compute_dtype(x)) for x in xs]
-        if len(cast) <= 2 and _use_native(freqs, pos, *cast):
+        if len(cast) <= 2 and rotary_kernel.usable(freqs, pos, *cast):
             outs = _native_transform(pos, freqs, *cast)
         else:
             outs = rotate_pairs(self.angles(pos, freqs), *cast)
         return tuple(o.to(x.dtype) for o, x in zip(outs, xs))
-
-
-def _use_native(*tensors: torch.Tensor) -> bool:
-    """The fused C kernel for CPU float32 inputs when it is available (else the PyTorch path)."""
-    return rotary_kernel.supports(*tensors) and rotary_kernel.available()
 
 
 def _native_transform(pos: torch.Tensor, freqs: torch.Tensor, *xs: torch.Tensor):

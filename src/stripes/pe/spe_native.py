@@ -20,7 +20,7 @@ from .spe_codes import _rotate_rows, _row_scales, gradients_from_token_sums
 def usable(pos, omega, s, t, z, sides) -> bool:
     """Whether the native path applies: kernel available, 1 or 2 sides, every tensor CPU float32."""
     tensors = [pos, omega, s, t, z] + [v for pair in sides for v in pair]
-    return 1 <= len(sides) <= 2 and spe_kernel.supports(*tensors) and spe_kernel.available()
+    return 1 <= len(sides) <= 2 and spe_kernel.usable(*tensors)
 
 
 class _NativeSineCodes(torch.autograd.Function):
