@@ -28,11 +28,13 @@ denominator); this PyTorch path stays the reference and the CPU implementation.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stripes.kernels import head_chunks
 from stripes.nn.fla_attention import fused_causal_linear_attention, kernel_dtype, select_impl
 
 #: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention.md, chunk
@@ -159,6 +161,39 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     return out
 
 
+#: ``_state_scan`` accumulates chunk states with one addmm per chunk when a chunk's outer product
+#: has at least this many multiply-adds (C·F·Dv; 64·128·128 at the benchmark's D = 128). Measured on
+#: the 2-core box (one thread, one sequence of 128 chunks, C = 64, F = Dv = 128): 3.0 ms against
+#: 4–9 ms for bmm + ``_exclusive_scan`` (the (N, F·Dv) bmm output is written once instead of written,
+#: read and written again); at F = Dv = 64 (16 rows of 16 chunks, the paper's training shape) the
+#: per-call overhead wins: 2.6 ms against 1.8 ms, so small chunks keep bmm + scan.
+FUSED_SCAN_MACS = 2 ** 20
+
+
+def _state_scan(a: torch.Tensor, b: torch.Tensor, rows: int, reverse: bool = False) -> torch.Tensor:
+    """Exclusive prefix sums over chunks of aᵢᵀbᵢ (suffix sums if ``reverse``), per row.
+
+    a: (R·N, C, F), b: (R·N, C, X), R = ``rows`` sequences of N chunks each → (R·N, F, X) with
+    entry i = Σ_{j < i} a_jᵀ b_j (Σ_{j > i} if ``reverse``) within its row. Large chunks
+    (``FUSED_SCAN_MACS``): S_i = S_{i∓1} + a_{i∓1}ᵀ b_{i∓1}, one addmm per chunk straight into the
+    output; small ones: one bmm, then ``_exclusive_scan``.
+    """
+    n_all, c, f = a.shape
+    x = b.shape[-1]
+    n = n_all // rows
+    if c * f * x < FUSED_SCAN_MACS:
+        return _exclusive_scan(torch.bmm(a.transpose(1, 2), b).view(rows, n, f * x), reverse).view(-1, f, x)
+    out = a.new_empty(n_all, f, x)
+    outs, a_t, b_s = out.unbind(0), a.transpose(1, 2).unbind(0), b.unbind(0)
+    for r in range(0, n_all, n):
+        first, steps = (r + n - 1, range(r + n - 2, r - 1, -1)) if reverse else (r, range(r + 1, r + n))
+        outs[first].zero_()
+        for i in steps:
+            j = i + 1 if reverse else i - 1
+            torch.addmm(outs[j], a_t[j], b_s[j], out=outs[i])
+    return out
+
+
 def _scan_flops(n: int, m: int) -> int:
     return (n - 1) * m
 
@@ -186,7 +221,7 @@ def _head_view(x: torch.Tensor, heads: slice, chunks: int, c: int) -> torch.Tens
     return part.permute(2, 0, 1, 3).view(part.shape[2], x.shape[0] * chunks, c, x.shape[-1])
 
 
-def _head_chunks(x: torch.Tensor, heads: slice, chunks: int, c: int, phi: bool = False) -> torch.Tensor:
+def _head_chunks(x: torch.Tensor, heads: slice, c: int, phi: bool = False, *, chunks: int) -> torch.Tensor:
     """Heads ``heads`` of a contiguous (B, N·C, H, X) tensor gathered into a contiguous
     (G·B·N, C, X) tensor, mapped through φ = elu + 1 on the way if ``phi``."""
     view = _head_view(x, heads, chunks, c)
@@ -231,24 +266,27 @@ class _CausalLinearAttention(torch.autograd.Function):
         q, k, v = (_pad_time(x, n * c) for x in (q, k, v))
         eps_t = _pad_time(eps, n * c, value=1.0) if torch.is_tensor(eps) else None  # no 0/0 in padding
         out = v.new_empty(b, n * c, h, dv)
+        native = head_chunks.usable(q, k, v)
+        gather = head_chunks.gather_heads if native else partial(_head_chunks, chunks=n)
         groups = _head_groups(h, b * n * f * dv * q.element_size())
         saved = []
         for heads in groups:
-            qh, kh = _head_chunks(q, heads, n, c, phi), _head_chunks(k, heads, n, c, phi)
-            vh = _head_chunks(v, heads, n, c)
+            qh, kh, vh = gather(q, heads, c, phi), gather(k, heads, c, phi), gather(v, heads, c, False)
             rows = qh.shape[0] // n  # G·B sequences of N chunks
-            states = _exclusive_scan(torch.bmm(kh.transpose(1, 2), vh).view(rows, n, f * dv))
-            states = states.view(-1, f, dv)
+            states = _state_scan(kh, vh, rows)  # (G·B·N, F, Dv)
             norms = _exclusive_scan(kh.sum(dim=1).view(rows, n, f)).view(-1, f, 1)
             scores = torch.bmm(qh, kh.transpose(1, 2)).tril_()  # (G·B·N, C, C)
             num = torch.bmm(scores, vh).baddbmm_(qh, states)  # (G·B·N, C, Dv)
             den = torch.baddbmm(scores.sum(-1, keepdim=True), qh, norms)
-            den += _head_chunks(eps_t.unsqueeze(-1), heads, n, c) if eps_t is not None else eps
-            y = _head_view(out, heads, n, c)
-            torch.div(num.view(y.shape), den.view(*y.shape[:3], 1), out=y)
+            den += _head_chunks(eps_t.unsqueeze(-1), heads, c, chunks=n) if eps_t is not None else eps
+            if native:
+                head_chunks.divide_heads(num, den, out, heads)
+            else:
+                y = _head_view(out, heads, n, c)
+                torch.div(num.view(y.shape), den.view(*y.shape[:3], 1), out=y)
             saved += [qh, kh, vh, states, norms, scores, den]  # one group's chunks, contiguous
         ctx.save_for_backward(out, *saved)
-        ctx.shape, ctx.phi, ctx.groups = (b, t, h, f, dv, n, c), phi, groups
+        ctx.shape, ctx.phi, ctx.groups, ctx.native = (b, t, h, f, dv, n, c), phi, groups, native
         return out[:, :t]
 
     @staticmethod
@@ -257,34 +295,54 @@ class _CausalLinearAttention(torch.autograd.Function):
         b, t, h, f, dv, n, c = ctx.shape
         tp = n * c
         grad = _pad_time(grad, tp)
+        native = ctx.native and head_chunks.usable(grad)
         dq, dk = grad.new_empty(b, tp, h, f), grad.new_empty(b, tp, h, f)
         d_v = grad.new_empty(b, tp, h, dv)
         for index, heads in enumerate(ctx.groups):
             qh, kh, vh, states, norms, scores, den = saved[7 * index:7 * index + 7]
             rows = qh.shape[0] // n
-            grad_view = _head_view(grad, heads, n, c)  # (G, B·N, C, Dv)
-            g_num = torch.empty(grad_view.shape, dtype=grad.dtype, device=grad.device)
-            torch.div(grad_view, den.view(*grad_view.shape[:3], 1), out=g_num)
-            g_den = (g_num * _head_view(out, heads, n, c)).sum(-1, keepdim=True).neg_()
-            g_num, g_den = g_num.view(-1, c, dv), g_den.reshape(-1, c, 1)
+            if native:
+                g_num, g_den = head_chunks.output_grads(grad, out, den, heads)
+            else:
+                g_num, g_den = _output_grads(grad, out, den, heads, n, c)
             mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
             dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
-            dq_h.addcmul_(g_den, norms.transpose(1, 2))
-            rev = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_num).view(rows, n, f * dv), reverse=True)
-            rev = rev.view(-1, f, dv)
+            rev = _state_scan(qh, g_num, rows, reverse=True)
             rev_norm = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_den).view(rows, n, f), reverse=True)
             dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
-            dk_h += rev_norm.view(-1, 1, f)
-            for grad_h, feat, target in ((dq_h, qh, dq), (dk_h, kh, dk)):
-                view = _head_view(target, heads, n, c)
-                if ctx.phi:  # through φ: slope min(φ, 1) (``_EluPlusOne``)
-                    torch.mul(grad_h.view(view.shape), feat.view(view.shape).clamp(max=1.0), out=view)
-                else:
-                    view.copy_(grad_h.view(view.shape))
-            view = _head_view(d_v, heads, n, c)
-            torch.add(torch.bmm(scores.transpose(1, 2), g_num).view(view.shape),
-                      torch.bmm(kh, rev).view(view.shape), out=view)
+            dv_h = torch.bmm(scores.transpose(1, 2), g_num).baddbmm_(kh, rev)
+            slope = ctx.phi  # through φ: slope min(φ, 1) (``_EluPlusOne``), from φ's output qh, kh
+            scatter = head_chunks.scatter_heads if native else _scatter_heads
+            scatter(dq_h, dq, heads, g_den, norms.view(-1, f), qh if slope else None)
+            scatter(dk_h, dk, heads, None, rev_norm.view(-1, f), kh if slope else None)
+            scatter(dv_h, d_v, heads)
         return dq[:, :t], dk[:, :t], d_v[:, :t], None, None, None
+
+
+def _output_grads(grad, out, den, heads, n, c):
+    """PyTorch form of ``head_chunks.output_grads``: g_num = dy / den, g_den = −Σ g_num·y."""
+    grad_view = _head_view(grad, heads, n, c)  # (G, B·N, C, Dv)
+    g_num = torch.empty(grad_view.shape, dtype=grad.dtype, device=grad.device)
+    torch.div(grad_view, den.view(*grad_view.shape[:3], 1), out=g_num)
+    g_den = (g_num * _head_view(out, heads, n, c)).sum(-1, keepdim=True).neg_()
+    return g_num.view(-1, c, grad.shape[-1]), g_den.reshape(-1, c, 1)
+
+
+def _scatter_heads(group, full, heads, weight=None, vec=None, phi_out=None):
+    """PyTorch form of ``head_chunks.scatter_heads``: full[:, :, heads] = (group + weight ⊗ vec) ⊙
+    min(phi_out, 1) (group (G·B·N, C, X) is modified)."""
+    c = group.shape[1]
+    view = _head_view(full, heads, full.shape[1] // c, c)
+    if vec is not None:
+        vec = vec.view(-1, 1, group.shape[-1])
+        if weight is None:
+            group += vec
+        else:
+            group.addcmul_(weight, vec)
+    if phi_out is not None:
+        torch.mul(group.view(view.shape), phi_out.view(view.shape).clamp(max=1.0), out=view)
+    else:
+        view.copy_(group.view(view.shape))
 
 
 def causal_linear_attention_loop(
