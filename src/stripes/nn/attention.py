@@ -16,8 +16,10 @@ gathered from and written back to the (B, T, H, ·) layout of the projections, s
 transposed copy of the whole tensors is made and no temporary reaches glibc's mmap threshold; the
 backward pass is written by hand with the same chunked kernels (``_CausalLinearAttention``) so
 autograd does not store per-op intermediates. φ = elu + 1 can be applied inside
-(``feature_map="elu"``, what the model does), fused into the gathering. No T×T matrix is ever
-built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
+(``feature_map="elu"``, what the model does), fused into the gathering. On CPU float32 the
+gathering, φ, the division and the gradient write-back are single passes of the native kernel
+``stripes.kernels.head_chunks`` (PyTorch ops otherwise), and large chunk states are accumulated
+chunk by chunk straight into their buffer (``_state_scan``). No T×T matrix is ever built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
 value dtype.
 
 On CUDA, ``linear_attention(..., impl="auto" | "fla")`` hands causal attention to the fused kernel of
