@@ -310,7 +310,7 @@ class _CausalLinearAttention(torch.autograd.Function):
             mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
             dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
             rev = _state_scan(qh, g_num, rows, reverse=True)
-            rev_norm = _exclusive_scan(torch.bmm(qh.transpose(1, 2), g_den).view(rows, n, f), reverse=True)
+            rev_norm = _exclusive_scan(torch.bmm(g_den.transpose(1, 2), qh).view(rows, n, f), reverse=True)
             dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
             dv_h = torch.bmm(scores.transpose(1, 2), g_num).baddbmm_(kh, rev)
             slope = ctx.phi  # through φ: slope min(φ, 1) (``_EluPlusOne``), from φ's output qh, kh
