@@ -10,6 +10,7 @@ from stripes.nn.attention import (
     linear_attention,
 )
 from stripes.pe import build_pe, pe_names
+from tests.fixtures.native import one_thread  # noqa: F401 (fixture)
 
 
 def quadratic_reference(q, k, v, causal, eps=1e-6):
@@ -112,9 +113,9 @@ def test_exclusive_scan_matches_cumsum(n, width):
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("rows,n", [(1, 1), (1, 6), (3, 4)])
-def test_state_scan_sums_earlier_or_later_chunk_products(fused, rows, n, monkeypatch):
+def test_state_scan_sums_earlier_or_later_chunk_products(fused, rows, n, monkeypatch, one_thread):
     """_state_scan against cumulative sums of the per-chunk products aᵢᵀbᵢ, with the per-chunk
-    addmm accumulation (FUSED_SCAN_MACS = 1) and with bmm + _exclusive_scan."""
+    addmm accumulation (FUSED_SCAN_MACS = 1, one thread) and with bmm + _exclusive_scan."""
     import stripes.nn.attention as attention
 
     monkeypatch.setattr(attention, "FUSED_SCAN_MACS", 1 if fused else 10 ** 9)
@@ -127,7 +128,7 @@ def test_state_scan_sums_earlier_or_later_chunk_products(fused, rows, n, monkeyp
     assert torch.allclose(attention._state_scan(a, b, rows, reverse=True), suffix, atol=1e-12)
 
 
-def test_fused_state_scan_attention_matches_reference(monkeypatch):
+def test_fused_state_scan_attention_matches_reference(monkeypatch, one_thread):
     """The per-chunk addmm state accumulation (taken at C·F·Dv ≥ FUSED_SCAN_MACS, forced here)
     inside the attention: outputs and gradients against the quadratic float64 reference."""
     import stripes.nn.attention as attention

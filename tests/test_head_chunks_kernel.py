@@ -14,10 +14,10 @@ import torch
 
 import stripes.nn.attention as attention
 from stripes.kernels import head_chunks
-from tests.fixtures.native import EPS32, native_on, needs_compiler  # noqa: F401 (autouse fixture)
+from tests.fixtures.native import EPS32, native_on, needs_compiler, one_thread  # noqa: F401 (fixtures)
 from tests.test_attention import quadratic_reference
 
-pytestmark = needs_compiler
+pytestmark = [needs_compiler, pytest.mark.usefixtures("one_thread")]
 
 B, N, C, H, X = 2, 3, 5, 3, 16
 HEADS = slice(1, 3)
@@ -125,6 +125,11 @@ def test_float32_attention_with_the_kernel_matches_the_quadratic_reference(group
     assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-6)
     for mine, theirs in zip(grads, refs):
         assert torch.allclose(mine.double(), theirs.grad, rtol=1e-4, atol=1e-5)
+    calls.clear()
+    torch.set_num_threads(2)  # several threads: PyTorch's parallel ops, the same results
+    two_out, _ = run()
+    assert not calls and torch.allclose(out, two_out, rtol=1e-5, atol=1e-6)
+    torch.set_num_threads(1)
     monkeypatch.setenv("STRIPES_NATIVE", "0")
     torch_out, torch_grads = run()
     assert torch.allclose(out, torch_out, rtol=1e-5, atol=1e-6)

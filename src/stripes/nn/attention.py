@@ -16,10 +16,11 @@ gathered from and written back to the (B, T, H, ·) layout of the projections, s
 transposed copy of the whole tensors is made and no temporary reaches glibc's mmap threshold; the
 backward pass is written by hand with the same chunked kernels (``_CausalLinearAttention``) so
 autograd does not store per-op intermediates. φ = elu + 1 can be applied inside
-(``feature_map="elu"``, what the model does), fused into the gathering. On CPU float32 the
-gathering, φ, the division and the gradient write-back are single passes of the native kernel
-``stripes.kernels.head_chunks`` (PyTorch ops otherwise), and large chunk states are accumulated
-chunk by chunk straight into their buffer (``_state_scan``). No T×T matrix is ever built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
+(``feature_map="elu"``, what the model does), fused into the gathering. On CPU float32 with
+one intra-op thread (``_single_threaded``) the gathering, φ, the division and the gradient
+write-back are single passes of the native kernel ``stripes.kernels.head_chunks`` (PyTorch ops
+otherwise), and large chunk states are accumulated chunk by chunk straight into their buffer
+(``_state_scan``). No T×T matrix is ever built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
 value dtype.
 
 On CUDA, ``linear_attention(..., impl="auto" | "fla")`` hands causal attention to the fused kernel of
@@ -163,6 +164,15 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     return out
 
 
+def _single_threaded() -> bool:
+    """Whether PyTorch runs one intra-op thread, where the native passes (``head_chunks``, which are
+    single-threaded) and the per-chunk state accumulation pay; with more threads PyTorch's parallel
+    ops win. Measured on the 2-core box, T = 2048 to 8192, D = 128: at one thread 10–13 % faster
+    with both; at two threads the forward was 30 % slower with the native passes and the whole step
+    4 % slower with the per-chunk accumulation."""
+    return torch.get_num_threads() == 1
+
+
 #: ``_state_scan`` accumulates chunk states with one addmm per chunk when a chunk's outer product
 #: has at least this many multiply-adds (C·F·Dv; 64·128·128 at the benchmark's D = 128). Measured on
 #: the 2-core box (one thread, one sequence of 128 chunks, C = 64, F = Dv = 128): 3.0 ms against
@@ -177,13 +187,13 @@ def _state_scan(a: torch.Tensor, b: torch.Tensor, rows: int, reverse: bool = Fal
 
     a: (R·N, C, F), b: (R·N, C, X), R = ``rows`` sequences of N chunks each → (R·N, F, X) with
     entry i = Σ_{j < i} a_jᵀ b_j (Σ_{j > i} if ``reverse``) within its row. Large chunks
-    (``FUSED_SCAN_MACS``): S_i = S_{i∓1} + a_{i∓1}ᵀ b_{i∓1}, one addmm per chunk straight into the
-    output; small ones: one bmm, then ``_exclusive_scan``.
+    (``FUSED_SCAN_MACS``) at one thread (``_single_threaded``): S_i = S_{i∓1} + a_{i∓1}ᵀ b_{i∓1},
+    one addmm per chunk straight into the output; otherwise one bmm, then ``_exclusive_scan``.
     """
     n_all, c, f = a.shape
     x = b.shape[-1]
     n = n_all // rows
-    if c * f * x < FUSED_SCAN_MACS:
+    if c * f * x < FUSED_SCAN_MACS or not _single_threaded():
         return _exclusive_scan(torch.bmm(a.transpose(1, 2), b).view(rows, n, f * x), reverse).view(-1, f, x)
     out = a.new_empty(n_all, f, x)
     outs, a_t, b_s = out.unbind(0), a.transpose(1, 2).unbind(0), b.unbind(0)
@@ -268,7 +278,7 @@ class _CausalLinearAttention(torch.autograd.Function):
         q, k, v = (_pad_time(x, n * c) for x in (q, k, v))
         eps_t = _pad_time(eps, n * c, value=1.0) if torch.is_tensor(eps) else None  # no 0/0 in padding
         out = v.new_empty(b, n * c, h, dv)
-        native = head_chunks.usable(q, k, v)
+        native = _single_threaded() and head_chunks.usable(q, k, v)
         gather = head_chunks.gather_heads if native else partial(_head_chunks, chunks=n)
         groups = _head_groups(h, b * n * f * dv * q.element_size())
         saved = []
