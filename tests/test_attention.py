@@ -31,6 +31,20 @@ def positive_inputs(b=2, t=23, h=3, f=5, dv=4, seed=0, dtype=torch.float64):
     return q, k, v
 
 
+def assert_matches_reference(q, k, v, grad, **options):
+    """linear_attention(q, k, v, **options) and its gradients for ``grad`` against the quadratic
+    float64 reference (causal)."""
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = linear_attention(*leaves, **options)
+    out.backward(grad)
+    refs = [x.clone().requires_grad_() for x in (q, k, v)]
+    ref = quadratic_reference(*refs, True)
+    ref.backward(grad)
+    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
+    for a, b in zip(leaves, refs):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("chunk", [1, 4, 7, 23, 64])  # 1 and 23 divide T = 23; 4, 7 do not; 64 > T
 def test_matches_quadratic_reference(causal, chunk):
@@ -135,28 +149,13 @@ def test_fused_state_scan_attention_matches_reference(monkeypatch, one_thread):
 
     monkeypatch.setattr(attention, "FUSED_SCAN_MACS", 1)
     q, k, v = positive_inputs(b=2, t=29, h=3, f=5, dv=4, seed=7)
-    grad = torch.randn(2, 29, 3, 4, dtype=torch.float64)
-    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
-    out = linear_attention(*leaves, chunk_size=4)
-    out.backward(grad)
-    refs = [x.clone().requires_grad_() for x in (q, k, v)]
-    ref = quadratic_reference(*refs, True)
-    ref.backward(grad)
-    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
-    for a, b in zip(leaves, refs):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+    assert_matches_reference(q, k, v, torch.randn(2, 29, 3, 4, dtype=torch.float64), chunk_size=4)
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 7, 64])
 def test_gradients_match_quadratic_reference(chunk):
     q, k, v = positive_inputs(t=19)
-    grad = torch.randn(2, 19, 3, 4, dtype=torch.float64)
-    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
-    linear_attention(*leaves, chunk_size=chunk).backward(grad)
-    refs = [x.clone().requires_grad_() for x in (q, k, v)]
-    quadratic_reference(*refs, True).backward(grad)
-    for a, b in zip(leaves, refs):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+    assert_matches_reference(q, k, v, torch.randn(2, 19, 3, 4, dtype=torch.float64), chunk_size=chunk)
 
 
 @pytest.mark.parametrize("heads", [1, 2])
@@ -167,15 +166,7 @@ def test_wide_states_one_head_and_strided_inputs_match_reference(heads):
     q, k = (x.transpose(0, 1).contiguous().transpose(0, 1) for x in (q, k))  # strided, same values
     grad = torch.randn(2, 37, heads, 32, dtype=torch.float64)
     kept = grad.clone()
-    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
-    out = linear_attention(*leaves, chunk_size=8)
-    out.backward(grad)
-    refs = [x.clone().requires_grad_() for x in (q, k, v)]
-    ref = quadratic_reference(*refs, True)
-    ref.backward(grad)
-    assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
-    for a, b in zip(leaves, refs):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-10)
+    assert_matches_reference(q, k, v, grad, chunk_size=8)
     assert torch.equal(grad, kept)
 
 
