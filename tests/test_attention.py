@@ -10,7 +10,6 @@ from stripes.nn.attention import (
     linear_attention,
 )
 from stripes.pe import build_pe, pe_names
-from tests.fixtures.native import one_thread  # noqa: F401 (fixture)
 
 
 def quadratic_reference(q, k, v, causal, eps=1e-6):
@@ -125,31 +124,18 @@ def test_exclusive_scan_matches_cumsum(n, width):
     assert torch.allclose(_exclusive_scan(x, reverse=True), suffix, atol=1e-12)
 
 
-@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("rows,n", [(1, 1), (1, 6), (3, 4)])
-def test_state_scan_sums_earlier_or_later_chunk_products(fused, rows, n, monkeypatch, one_thread):
-    """_state_scan against cumulative sums of the per-chunk products aᵢᵀbᵢ, with the per-chunk
-    addmm accumulation (FUSED_SCAN_MACS = 1, one thread) and with bmm + _exclusive_scan."""
-    import stripes.nn.attention as attention
+def test_state_scan_sums_earlier_or_later_chunk_products(rows, n):
+    """_state_scan (bmm + _exclusive_scan) against cumulative sums of the chunk products aᵢᵀbᵢ."""
+    from stripes.nn.attention import _state_scan
 
-    monkeypatch.setattr(attention, "FUSED_SCAN_MACS", 1 if fused else 10 ** 9)
     a = torch.randn(rows * n, 4, 3, dtype=torch.float64)
     b = torch.randn(rows * n, 4, 5, dtype=torch.float64)
     products = torch.einsum("ncf,ncx->nfx", a, b).view(rows, n, 3, 5)
     prefix = (torch.cumsum(products, 1) - products).view(-1, 3, 5)
     suffix = (torch.flip(torch.cumsum(torch.flip(products, [1]), 1), [1]) - products).view(-1, 3, 5)
-    assert torch.allclose(attention._state_scan(a, b, rows), prefix, atol=1e-12)
-    assert torch.allclose(attention._state_scan(a, b, rows, reverse=True), suffix, atol=1e-12)
-
-
-def test_fused_state_scan_attention_matches_reference(monkeypatch, one_thread):
-    """The per-chunk addmm state accumulation (taken at C·F·Dv ≥ FUSED_SCAN_MACS, forced here)
-    inside the attention: outputs and gradients against the quadratic float64 reference."""
-    import stripes.nn.attention as attention
-
-    monkeypatch.setattr(attention, "FUSED_SCAN_MACS", 1)
-    q, k, v = positive_inputs(b=2, t=29, h=3, f=5, dv=4, seed=7)
-    assert_matches_reference(q, k, v, torch.randn(2, 29, 3, 4, dtype=torch.float64), chunk_size=4)
+    assert torch.allclose(_state_scan(a, b, rows, False, False), prefix, atol=1e-12)
+    assert torch.allclose(_state_scan(a, b, rows, True, False), suffix, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 7, 64])

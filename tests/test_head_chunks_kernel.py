@@ -152,3 +152,19 @@ def test_unnormalised_phi_free_inputs_take_the_plain_passes():
     assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-6)
     for mine, theirs in zip(leaves, refs):
         assert torch.allclose(mine.grad.double(), theirs.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,n,m", [(1, 1, 7), (1, 130, 20), (3, 5, 1500)])
+def test_in_place_scan_matches_cumulative_sums(rows, n, m):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(rows, n, m, generator=g)
+    ref = x.double()
+    prefix = torch.cumsum(ref, 1) - ref
+    suffix = torch.flip(torch.cumsum(torch.flip(ref, [1]), 1), [1]) - ref
+    bound = 2 * n * EPS32 * torch.cumsum(ref.abs(), 1)[:, -1:]  # float32 running sums of n terms
+    for reverse, expected in ((False, prefix), (True, suffix)):
+        y = x.clone()
+        assert head_chunks.exclusive_scan_(y, reverse) is y  # in place
+        assert ((y.double() - expected).abs() <= bound).all()
+    states = attention._state_scan(x.view(rows * n, 1, m), torch.ones(rows * n, 1, 1), rows, False, True)
+    assert torch.equal(states, head_chunks.exclusive_scan_(x.clone(), False).view(rows * n, m, 1))

@@ -13,6 +13,7 @@
  *                   is given (the derivative of φ = elu + 1, from φ's saved output), else 1)
  *   divide_heads:   full[b, t, h0+g] = num[r] / den[r]
  *   output_grads:   g_num[r] = grad[b, t, h0+g] / den[r],  g_den[r] = −Σ_x g_num[r]·out[b, t, h0+g]
+ *   exclusive_scan_inplace: exclusive prefix / suffix sums over the chunks of the chunk states
  *
  * φ(x) = max(x, 0) + exp(min(x, 0)) with a branch-free float32 exp (exp_nonpositive below), so the
  * row loops vectorise. max, min are written as comparisons (GCC does not vectorise fmaxf/fminf
@@ -135,6 +136,28 @@ int output_grads(int64_t B, int64_t Tp, int64_t H, int64_t X, int64_t h0, int64_
             dot += gn[x] * y[x];
         }
         g_den[r] = -dot;
+    }
+    return 0;
+}
+
+/* In place, per row of a (R, N, M) tensor: x[r, i] = Σ_{j < i} x[r, j] (exclusive prefix sums
+ * over i; suffix sums Σ_{j > i} when reverse). The running sum (M floats) stays in cache; every
+ * element is read and written once. */
+int exclusive_scan_inplace(int64_t R, int64_t N, int64_t M, int64_t reverse, float *restrict x,
+                           float *restrict running)
+{
+    for (int64_t r = 0; r < R; ++r) {
+        memset(running, 0, (size_t)M * sizeof *running);
+        for (int64_t s = 0; s < N; ++s) {
+            const int64_t i = reverse ? N - 1 - s : s;
+            float *restrict row = x + (r * N + i) * M;
+#pragma omp simd
+            for (int64_t m = 0; m < M; ++m) {
+                const float value = row[m];
+                row[m] = running[m];
+                running[m] += value;
+            }
+        }
     }
     return 0;
 }

@@ -11,7 +11,8 @@ and temporaries for the same results; it stays the reference and the fallback):
   chunk, times φ's slope min(φ, 1) when φ's output is given;
 * ``divide_heads``: y = num / den written into the output;
 * ``output_grads``: g_num = dy / den and g_den = −Σ g_num·y (the gradients w.r.t. the numerator
-  and the normaliser).
+  and the normaliser);
+* ``exclusive_scan_``: the chunk states' exclusive prefix (or suffix) sums, in place.
 
 All take CPU float32 contiguous tensors; ``usable(...)`` says whether the kernel can run on given
 tensors (``stripes.kernels.native``); single-threaded.
@@ -28,6 +29,7 @@ _KERNEL = native.Kernel("head_chunks", {
     "scatter_heads": (7, 5),
     "divide_heads": (6, 3),
     "output_grads": (6, 5),
+    "exclusive_scan_inplace": (4, 2),
 })
 
 usable = _KERNEL.usable
@@ -70,3 +72,11 @@ def output_grads(grad: torch.Tensor, out: torch.Tensor, den: torch.Tensor, heads
     g_num, g_den = torch.empty(den.shape[:2] + grad.shape[-1:]), torch.empty_like(den)
     _KERNEL.call("output_grads", *_sizes(grad, heads), grad, out, den, g_num, g_den)
     return g_num, g_den
+
+
+def exclusive_scan_(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """In place over axis 1 of a contiguous (R, N, M) tensor: x[:, i] = Σ_{j < i} x[:, j]
+    (Σ_{j > i} if ``reverse``); returns x. One pass, the running sum in cache."""
+    r, n, m = x.shape
+    _KERNEL.call("exclusive_scan_inplace", r, n, m, int(reverse), x, x.new_empty(m))
+    return x

@@ -19,8 +19,8 @@ autograd does not store per-op intermediates. φ = elu + 1 can be applied inside
 (``feature_map="elu"``, what the model does), fused into the gathering. On CPU float32 with
 one intra-op thread (``_single_threaded``) the gathering, φ, the division and the gradient
 write-back are single passes of the native kernel ``stripes.kernels.head_chunks`` (PyTorch ops
-otherwise), and large chunk states are accumulated chunk by chunk straight into their buffer
-(``_state_scan``). No T×T matrix is ever built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
+otherwise), and the chunk states' scans run in place
+(``_exclusive_scan``). No T×T matrix is ever built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
 value dtype.
 
 On CUDA, ``linear_attention(..., impl="auto" | "fla")`` hands causal attention to the fused kernel of
@@ -138,8 +138,14 @@ def linear_attention(
     return out.transpose(1, 2).to(out_dtype)
 
 
-def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``), a new tensor.
+def _exclusive_scan(x: torch.Tensor, reverse: bool = False, native: bool = False) -> torch.Tensor:
+    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``).
+
+    ``native`` (CPU float32, contiguous x): in place, in one pass of the ``head_chunks`` kernel
+    (the running sum stays in cache), and x is returned. Measured on the 2-core box (one thread,
+    one sequence of N = 128 chunk products of 128 × 128, with their bmm): 2.9 ms, against 3.8 ms
+    with the slice additions below and 3.1 ms with one addmm per chunk into the output.
+    Otherwise a new tensor:
 
     Wide rows (M > 1024, the F×Dv chunk states): N − 1 additions of (G, M) slices into one
     preallocated buffer. Measured on the 2-core box (one thread, G = 4, N = 128, M = 128²): 5 ms,
@@ -147,6 +153,8 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     axis; most of the difference was the page faults of their fresh (G, N, M) outputs, 33.5 MiB,
     above glibc's 32 MiB mmap threshold. Narrow rows (the normalisers): torch.cumsum, shifted.
     """
+    if native:
+        return head_chunks.exclusive_scan_(x, reverse)
     g, n, m = x.shape
     if m <= 1024:
         src = x.flip(1) if reverse else x
@@ -165,45 +173,22 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
 
 
 def _single_threaded() -> bool:
-    """Whether PyTorch runs one intra-op thread, where the native passes (``head_chunks``, which are
-    single-threaded) and the per-chunk state accumulation pay; with more threads PyTorch's parallel
-    ops win. Measured on the 2-core box, T = 2048 to 8192, D = 128: at one thread 10–13 % faster
-    with both; at two threads the forward was 30 % slower with the native passes and the whole step
-    4 % slower with the per-chunk accumulation."""
+    """Whether PyTorch runs one intra-op thread: only then do the native passes (``head_chunks``,
+    single-threaded) pay; with more threads PyTorch's parallel ops win. Measured on the 2-core box
+    (T = 2048, D = 128): 13 % faster at one thread; at two threads the forward was 30 % slower."""
     return torch.get_num_threads() == 1
 
 
-#: ``_state_scan`` accumulates chunk states with one addmm per chunk when a chunk's outer product
-#: has at least this many multiply-adds (C·F·Dv; 64·128·128 at the benchmark's D = 128). Measured on
-#: the 2-core box (one thread, one sequence of 128 chunks, C = 64, F = Dv = 128): 3.0 ms against
-#: 4–9 ms for bmm + ``_exclusive_scan`` (the (N, F·Dv) bmm output is written once instead of written,
-#: read and written again); at F = Dv = 64 (16 rows of 16 chunks, the paper's training shape) the
-#: per-call overhead wins: 2.6 ms against 1.8 ms, so small chunks keep bmm + scan.
-FUSED_SCAN_MACS = 2 ** 20
-
-
-def _state_scan(a: torch.Tensor, b: torch.Tensor, rows: int, reverse: bool = False) -> torch.Tensor:
+def _state_scan(a: torch.Tensor, b: torch.Tensor, rows: int, reverse: bool, native: bool) -> torch.Tensor:
     """Exclusive prefix sums over chunks of aᵢᵀbᵢ (suffix sums if ``reverse``), per row.
 
     a: (R·N, C, F), b: (R·N, C, X), R = ``rows`` sequences of N chunks each → (R·N, F, X) with
-    entry i = Σ_{j < i} a_jᵀ b_j (Σ_{j > i} if ``reverse``) within its row. Large chunks
-    (``FUSED_SCAN_MACS``) at one thread (``_single_threaded``): S_i = S_{i∓1} + a_{i∓1}ᵀ b_{i∓1},
-    one addmm per chunk straight into the output; otherwise one bmm, then ``_exclusive_scan``.
+    entry i = Σ_{j < i} a_jᵀ b_j (Σ_{j > i} if ``reverse``) within its row: one bmm, then
+    ``_exclusive_scan`` on its output.
     """
-    n_all, c, f = a.shape
-    x = b.shape[-1]
-    n = n_all // rows
-    if c * f * x < FUSED_SCAN_MACS or not _single_threaded():
-        return _exclusive_scan(torch.bmm(a.transpose(1, 2), b).view(rows, n, f * x), reverse).view(-1, f, x)
-    out = a.new_empty(n_all, f, x)
-    outs, a_t, b_s = out.unbind(0), a.transpose(1, 2).unbind(0), b.unbind(0)
-    for r in range(0, n_all, n):
-        first, steps = (r + n - 1, range(r + n - 2, r - 1, -1)) if reverse else (r, range(r + 1, r + n))
-        outs[first].zero_()
-        for i in steps:
-            j = i + 1 if reverse else i - 1
-            torch.addmm(outs[j], a_t[j], b_s[j], out=outs[i])
-    return out
+    f, x = a.shape[-1], b.shape[-1]
+    products = torch.bmm(a.transpose(1, 2), b).view(rows, -1, f * x)
+    return _exclusive_scan(products, reverse, native).view(-1, f, x)
 
 
 def _scan_flops(n: int, m: int) -> int:
@@ -285,8 +270,8 @@ class _CausalLinearAttention(torch.autograd.Function):
         for heads in groups:
             qh, kh, vh = gather(q, heads, c, phi), gather(k, heads, c, phi), gather(v, heads, c, False)
             rows = qh.shape[0] // n  # G·B sequences of N chunks
-            states = _state_scan(kh, vh, rows)  # (G·B·N, F, Dv)
-            norms = _exclusive_scan(kh.sum(dim=1).view(rows, n, f)).view(-1, f, 1)
+            states = _state_scan(kh, vh, rows, False, native)  # (G·B·N, F, Dv)
+            norms = _exclusive_scan(kh.sum(dim=1).view(rows, n, f), False, native).view(-1, f, 1)
             scores = torch.bmm(qh, kh.transpose(1, 2)).tril_()  # (G·B·N, C, C)
             num = torch.bmm(scores, vh).baddbmm_(qh, states)  # (G·B·N, C, Dv)
             den = torch.baddbmm(scores.sum(-1, keepdim=True), qh, norms)
@@ -319,8 +304,8 @@ class _CausalLinearAttention(torch.autograd.Function):
                 g_num, g_den = _output_grads(grad, out, den, heads, n, c)
             mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
             dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
-            rev = _state_scan(qh, g_num, rows, reverse=True)
-            rev_norm = _exclusive_scan(torch.bmm(g_den.transpose(1, 2), qh).view(rows, n, f), reverse=True)
+            rev = _state_scan(qh, g_num, rows, True, native)
+            rev_norm = _exclusive_scan(torch.bmm(g_den.transpose(1, 2), qh).view(rows, n, f), True, native)
             dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
             dv_h = torch.bmm(scores.transpose(1, 2), g_num).baddbmm_(kh, rev)
             slope = ctx.phi  # through φ: slope min(φ, 1) (``_EluPlusOne``), from φ's output qh, kh
