@@ -14,6 +14,9 @@ check it and ``supports`` and fall back to PyTorch otherwise.
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 import torch
 
 from . import native
@@ -21,6 +24,8 @@ from . import native
 _KERNEL = native.Kernel("spe", {
     "spe_forward": (6, 6),
     "spe_backward": (5, 12),
+    "spe_forward_chunks": (8, 11),
+    "spe_backward_chunks": (7, 17),
 })
 
 available = _KERNEL.available
@@ -64,3 +69,66 @@ def chunk_backward(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: t
     for dc, x, dx, sums in list(sides) + [(None, None, None, None)] * (2 - len(sides)):
         flat += [dc, x, dx, sums] if dc is not None else [None] * 4
     _KERNEL.call("spe_backward", c, h, k, d, pos.shape[1], pos, omega, s, t, *flat)
+
+
+_SGEMM: list = []
+
+
+def blas_sgemm() -> int | None:
+    """Address of the BLAS ``sgemm_`` that torch.bmm itself runs on the CPU (the MKL inside
+    PyTorch's libtorch_cpu, exported there), or None where this PyTorch build has none (then the
+    caller keeps its torch.bmm loop). Looked up once per process."""
+    if not _SGEMM:
+        address = None
+        try:
+            lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+            address = ctypes.cast(lib.sgemm_, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            pass
+        _SGEMM.append(address)
+    return _SGEMM[0]
+
+
+def forward_chunks(pos, omega, k: int, gated: bool, xs, rows, outs, codes, chunk: int, sgemm: int) -> None:
+    """The whole forward pass in one call (spe.c ``spe_forward_chunks``): per chunk of ``chunk``
+    tokens, ``chunk_forward``'s codes and their products with the noise rows (one sgemm per head
+    and side, written into the outputs).
+
+    Args:
+        pos: (N, P), omega: (H, P, K·D), contiguous float32; k, gated: as ``chunk_forward``.
+        xs: 1 or 2 contiguous (N, H, D) inputs; rows: as many contiguous (H, W, R) scaled (and,
+            for queries, rotated) noise rows.
+        outs: as many contiguous (N, H, R) outputs, overwritten.
+        codes: as many contiguous (H, min(chunk, N), W) scratch buffers.
+        chunk: tokens per chunk (≥ 1); sgemm: ``blas_sgemm()`` (not None).
+    Raises:
+        MemoryError: the kernel's scratch allocation failed.
+    """
+    n, h, d = xs[0].shape
+    sides = [(x, rows_, out, buf) for x, rows_, out, buf in zip(xs, rows, outs, codes)]
+    sides += [(None, None, None, None)] * (2 - len(sides))
+    (xq, zq, oq, cq), (xk, zk, ok, ck) = sides
+    _KERNEL.call("spe_forward_chunks", n, chunk, h, k, d, pos.shape[1], rows[0].shape[2], int(gated),
+                 pos, omega, xq, xk, zq, zk, oq, ok, cq, ck, sgemm)
+
+
+def backward_chunks(pos, omega, s, t, sides, chunk: int, sgemm: int) -> None:
+    """The whole backward pass in one call (spe.c ``spe_backward_chunks``): per chunk, dcodes = g z'ᵀ
+    by one sgemm per head and side, then ``chunk_backward``'s dx and token sums.
+
+    Args:
+        pos, omega, s, t: as ``chunk_backward``.
+        sides: 1 or 2 tuples (g (N, H, R) contiguous upstream gradient or None to skip the side,
+            z' (H, W, R) contiguous rotated, unscaled noise rows, x (N, H, D) contiguous,
+            dx (N, H, D) or None (no gradient of x), sums (H, P + 1, W) float64 added into,
+            dcodes (H, min(chunk, N), W) scratch).
+        chunk: tokens per chunk (≥ 1); sgemm: ``blas_sgemm()`` (not None).
+    Raises:
+        MemoryError: the kernel's scratch allocation failed.
+    """
+    n, h, d = sides[0][2].shape
+    flat = []
+    for side in list(sides) + [(None,) * 6] * (2 - len(sides)):
+        flat += list(side)
+    _KERNEL.call("spe_backward_chunks", n, chunk, h, s.shape[1], d, pos.shape[1], sides[0][1].shape[2],
+                 pos, omega, s, t, *flat, sgemm)
