@@ -5,8 +5,11 @@ sides into the caller's (H, C, W) bmm input buffers; ``chunk_backward`` turns th
 dcodes = g z'ᵀ into dx and adds the side's token sums (float64) for the gradients of the
 frequencies, gains, gate and phases (spe.c's header gives the formulas and layouts). One sincos per
 (head, token, k, d) serves both sides, in the forward and again (recomputed) in the backward.
-The matrix products stay with the caller (torch.bmm); ``stripes.pe.spe_native`` is the autograd
-Function. Single-threaded (whatever ``torch.get_num_threads()`` says).
+``forward_chunks`` / ``backward_chunks`` run a whole pass (every chunk, and the products with the
+noise rows through the ``sgemm_`` that PyTorch's own torch.bmm uses, ``blas_sgemm``) in one call;
+where that symbol is missing the caller loops over the chunks with torch.bmm.
+``stripes.pe.spe_native`` is the autograd Function. The elementwise work is single-threaded
+(whatever ``torch.get_num_threads()`` says); the sgemm calls use MKL's thread setting, as torch.bmm.
 
 ``available()`` says whether the kernel can be used (``stripes.kernels.native.load``); callers
 check it and ``supports`` and fall back to PyTorch otherwise.

@@ -24,7 +24,7 @@ backward, so no matmul is spent on a gradient of the noise. Per chunk of tokens:
 × ((2K+1)·D, R) product per side forward and one transposed product backward. On the CPU in float32
 the elementwise work (angles, one sincos per head, token, k, d shared by both sides, the codes and
 the backward's w, v, dx and token sums) runs in the fused C kernel ``stripes/kernels/spe.c``
-(``spe_native``); float64, CUDA and ``STRIPES_NATIVE=0`` use the PyTorch Function (same numbers up
+(``spe_native``; there the chunk loop, products included, is one C call per pass); float64, CUDA and ``STRIPES_NATIVE=0`` use the PyTorch Function (same numbers up
 to float32 rounding; the same noise for a seed either way).
 """
 

@@ -20,7 +20,7 @@ spent on a gradient of z, so the backward costs one (C, R)·(R, J') product per 
 the forward. Memory: the inputs plus (H, C, J') buffers; nothing of size N·J' is kept.
 
 ``sine_codes`` runs this in the fused C kernel (``spe_native``, ``stripes/kernels/spe.c``) for CPU
-float32 inputs with 1 or 2 sides: the same chunks and bmm calls, with the angles, the one sincos per
+float32 inputs with 1 or 2 sides: the same chunks and products (sgemm), with the angles, the one sincos per
 (head, token, k, d) shared by both sides, the codes, w, v, dx and the token sums in C (float32 sums
 per chunk, added into float64). ``_SineCodes`` here is the reference and the fallback (float64,
 CUDA, ``STRIPES_NATIVE=0``, no compiler, more than two sides).
