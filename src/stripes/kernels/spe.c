@@ -239,7 +239,7 @@ int spe_backward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P,
  *   backward: dcodes[h, n] = g[n, h, :] · z'[h]ᵀ for every head and side with a gradient (z' the
  *             rotated, unscaled rows, (H, W, R)), then spe_backward.
  * The codes / dcodes buffers are the caller's (H, C, W) scratch, one per side. Measured at T = 8192,
- * one thread, both sides, forward + backward of the PE: 77–83 → 67–70 ms against the same chunks
+ * one thread, both sides, forward + backward of the PE: 76–83 → 65–70 ms against the same chunks
  * looped over in Python with torch.bmm (interleaved, best of 30). */
 
 typedef void (*sgemm_fn)(const char *transa, const char *transb, const void *m, const void *n, const void *k,

@@ -12,7 +12,7 @@ wheels) the whole chunk loop, products included, is one C call per pass (``forwa
 ``backward_chunks``); otherwise the loop stays here with one torch.bmm per chunk and side. Both
 run the same sgemm per head (torch.bmm's CPU float32 path), so their numbers are equal bit for bit
 (tests/test_spe_kernel.py). The C loop removes ~64 Python iterations of ~10 tensor ops and calls
-per pass at T = 8192: SPE's forward + backward 77–83 → 67–70 ms there (one thread, interleaved,
+per pass at T = 8192: SPE's forward + backward 76–83 → 65–70 ms there (one thread, interleaved,
 best of 30).
 """
 
