@@ -134,8 +134,8 @@ def test_state_scan_sums_earlier_or_later_chunk_products(rows, n):
     products = torch.einsum("ncf,ncx->nfx", a, b).view(rows, n, 3, 5)
     prefix = (torch.cumsum(products, 1) - products).view(-1, 3, 5)
     suffix = (torch.flip(torch.cumsum(torch.flip(products, [1]), 1), [1]) - products).view(-1, 3, 5)
-    assert torch.allclose(_state_scan(a, b, rows, False, False), prefix, atol=1e-12)
-    assert torch.allclose(_state_scan(a, b, rows, True, False), suffix, atol=1e-12)
+    assert torch.allclose(_state_scan(a, b, rows), prefix, atol=1e-12)
+    assert torch.allclose(_state_scan(a, b, rows, reverse=True), suffix, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 7, 64])

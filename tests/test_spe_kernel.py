@@ -178,7 +178,7 @@ def test_same_seed_same_numbers():
         assert torch.equal(a, b)
 
 
-needs_blas = pytest.mark.skipif(spe_kernel.blas_sgemm() is None,
+needs_blas = pytest.mark.skipif(native.blas_sgemm() is None,
                                 reason="this PyTorch exports no BLAS sgemm_: the chunk loop stays in Python")
 
 
@@ -203,7 +203,7 @@ def test_chunk_loop_in_c_equals_the_python_loop_bit_for_bit(pos_dim, sines, gate
     seen = passes_in_c(monkeypatch)
     got = codes_and_grads(pe, pos, q, k, wq, wk, torch.float32)
     assert seen == ["forward_chunks", "backward_chunks"]
-    monkeypatch.setattr(spe_kernel, "blas_sgemm", lambda: None)
+    monkeypatch.setattr(native, "blas_sgemm", lambda: None)
     want = codes_and_grads(pe, pos, q, k, wq, wk, torch.float32)
     assert seen == ["forward_chunks", "backward_chunks"], "without sgemm the loop must stay in Python"
     for i, (a, b) in enumerate(zip(got, want)):
@@ -229,7 +229,7 @@ def test_chunk_loop_in_c_one_side_and_no_input_gradient(query_side, monkeypatch)
     for x_grad in (True, False):
         got = run(x_grad)
         with monkeypatch.context() as patch:
-            patch.setattr(spe_kernel, "blas_sgemm", lambda: None)
+            patch.setattr(native, "blas_sgemm", lambda: None)
             want = run(x_grad)
         assert len(got) == len(want)
         for i, (a, b) in enumerate(zip(got, want)):

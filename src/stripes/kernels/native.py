@@ -197,3 +197,22 @@ def cpu_float32(*tensors) -> bool:
     """Whether the native kernels take these inputs: CPU float32 (None entries ignored); float64
     and CUDA tensors use the PyTorch implementations."""
     return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
+
+
+_SGEMM: list = []
+
+
+def blas_sgemm() -> int | None:
+    """Address of the BLAS ``sgemm_`` (Fortran interface) that torch.bmm itself runs on the CPU
+    (the MKL inside PyTorch's libtorch_cpu, which exports it), or None where this PyTorch build has
+    none (the callers then keep their torch.bmm paths). Looked up once per process; the kernels
+    call it through ``blas.h``."""
+    if not _SGEMM:
+        address = None
+        try:
+            lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+            address = ctypes.cast(lib.sgemm_, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            pass
+        _SGEMM.append(address)
+    return _SGEMM[0]

@@ -29,6 +29,7 @@
 #include <math.h>
 
 #include "sincos.h"
+#include "blas.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -230,10 +231,8 @@ int spe_backward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P,
  *
  * The products of the codes with the noise rows go to the BLAS sgemm the caller passes (PyTorch's
  * own MKL: the same routine, hence the same numbers, as the torch.bmm of the per-chunk Python loop
- * in stripes/pe/spe_native.py). Fortran interface, column-major: a row-major product Y = X Z is
- * computed as Yᵀ = Zᵀ Xᵀ. Its integer arguments are passed as pointers to int64 values holding
- * small non-negative numbers, which read the same as 32-bit integers (LP64, PyTorch's MKL) on a
- * little-endian CPU, and as 64-bit ones (ILP64). Per chunk of C tokens (the last may be shorter):
+ * in stripes/pe/spe_native.py; blas.h gives the calling convention). Fortran interface,
+ * column-major: a row-major product Y = X Z is computed as Yᵀ = Zᵀ Xᵀ. Per chunk of C tokens (the last may be shorter):
  *   forward:  codes (H, c, W) of both sides (spe_forward), then out[n, h, :] = codes[h, n] · z[h]
  *             for every head and side, written into the (N, H, R) outputs (row stride H·R);
  *   backward: dcodes[h, n] = g[n, h, :] · z'[h]ᵀ for every head and side with a gradient (z' the
@@ -242,9 +241,6 @@ int spe_backward(int64_t C, int64_t H, int64_t K, int64_t D, int64_t P,
  * one thread, both sides, forward + backward of the PE: 76–83 → 65–70 ms against the same chunks
  * looped over in Python with torch.bmm (interleaved, best of 30). */
 
-typedef void (*sgemm_fn)(const char *transa, const char *transb, const void *m, const void *n, const void *k,
-                         const float *alpha, const float *a, const void *lda, const float *b, const void *ldb,
-                         const float *beta, float *c, const void *ldc);
 
 /* Row-major out (c × R, row stride ldo) = codes (c × W, contiguous) · z (W × R, contiguous). */
 static void codes_times_rows(sgemm_fn sgemm, int64_t c, int64_t W, int64_t R, const float *codes,

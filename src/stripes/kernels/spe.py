@@ -6,7 +6,7 @@ dcodes = g z'ᵀ into dx and adds the side's token sums (float64) for the gradie
 frequencies, gains, gate and phases (spe.c's header gives the formulas and layouts). One sincos per
 (head, token, k, d) serves both sides, in the forward and again (recomputed) in the backward.
 ``forward_chunks`` / ``backward_chunks`` run a whole pass (every chunk, and the products with the
-noise rows through the ``sgemm_`` that PyTorch's own torch.bmm uses, ``blas_sgemm``) in one call;
+noise rows through the ``sgemm_`` that PyTorch's own torch.bmm uses, ``native.blas_sgemm``) in one call;
 where that symbol is missing the caller loops over the chunks with torch.bmm.
 ``stripes.pe.spe_native`` is the autograd Function. The elementwise work is single-threaded
 (whatever ``torch.get_num_threads()`` says); the sgemm calls use MKL's thread setting, as torch.bmm.
@@ -16,9 +16,6 @@ check it and ``supports`` and fall back to PyTorch otherwise.
 """
 
 from __future__ import annotations
-
-import ctypes
-import os
 
 import torch
 
@@ -74,24 +71,6 @@ def chunk_backward(pos: torch.Tensor, omega: torch.Tensor, s: torch.Tensor, t: t
     _KERNEL.call("spe_backward", c, h, k, d, pos.shape[1], pos, omega, s, t, *flat)
 
 
-_SGEMM: list = []
-
-
-def blas_sgemm() -> int | None:
-    """Address of the BLAS ``sgemm_`` that torch.bmm itself runs on the CPU (the MKL inside
-    PyTorch's libtorch_cpu, exported there), or None where this PyTorch build has none (then the
-    caller keeps its torch.bmm loop). Looked up once per process."""
-    if not _SGEMM:
-        address = None
-        try:
-            lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-            address = ctypes.cast(lib.sgemm_, ctypes.c_void_p).value
-        except (OSError, AttributeError):
-            pass
-        _SGEMM.append(address)
-    return _SGEMM[0]
-
-
 def forward_chunks(pos, omega, k: int, gated: bool, xs, rows, outs, codes, chunk: int, sgemm: int) -> None:
     """The whole forward pass in one call (spe.c ``spe_forward_chunks``): per chunk of ``chunk``
     tokens, ``chunk_forward``'s codes and their products with the noise rows (one sgemm per head
@@ -103,7 +82,7 @@ def forward_chunks(pos, omega, k: int, gated: bool, xs, rows, outs, codes, chunk
             for queries, rotated) noise rows.
         outs: as many contiguous (N, H, R) outputs, overwritten.
         codes: as many contiguous (H, min(chunk, N), W) scratch buffers.
-        chunk: tokens per chunk (≥ 1); sgemm: ``blas_sgemm()`` (not None).
+        chunk: tokens per chunk (≥ 1); sgemm: ``native.blas_sgemm()`` (not None).
     Raises:
         MemoryError: the kernel's scratch allocation failed.
     """
@@ -125,7 +104,7 @@ def backward_chunks(pos, omega, s, t, sides, chunk: int, sgemm: int) -> None:
             z' (H, W, R) contiguous rotated, unscaled noise rows, x (N, H, D) contiguous,
             dx (N, H, D) or None (no gradient of x), sums (H, P + 1, W) float64 added into,
             dcodes (H, min(chunk, N), W) scratch).
-        chunk: tokens per chunk (≥ 1); sgemm: ``blas_sgemm()`` (not None).
+        chunk: tokens per chunk (≥ 1); sgemm: ``native.blas_sgemm()`` (not None).
     Raises:
         MemoryError: the kernel's scratch allocation failed.
     """

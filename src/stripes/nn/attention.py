@@ -16,28 +16,26 @@ gathered from and written back to the (B, T, H, ·) layout of the projections, s
 transposed copy of the whole tensors is made and no temporary reaches glibc's mmap threshold; the
 backward pass is written by hand with the same chunked kernels (``_CausalLinearAttention``) so
 autograd does not store per-op intermediates. φ = elu + 1 can be applied inside
-(``feature_map="elu"``, what the model does), fused into the gathering. On CPU float32 with
-one intra-op thread (``_single_threaded``) the gathering, φ, the division and the gradient
-write-back are single passes of the native kernel ``stripes.kernels.head_chunks`` (PyTorch ops
-otherwise), and the chunk states' scans run in place
-(``_exclusive_scan``). No T×T matrix is ever built. Sums are accumulated in float32 whatever the input dtype; the result is cast back to the
-value dtype.
+(``feature_map="elu"``, what the model does), fused into the gathering. On CPU float32 with one
+intra-op thread, causal attention goes to the C kernel ``stripes.kernels.causal_attention`` (the
+same algorithm with each head's chunk loop in C and its products in PyTorch's own sgemm), where it
+builds; this PyTorch path is the reference and the fallback. No T×T matrix is ever built. Sums
+are accumulated in float32 whatever the input dtype; the result is cast back to the value dtype.
 
 On CUDA, ``linear_attention(..., impl="auto" | "fla")`` hands causal attention to the fused kernel of
 ``stripes.nn.fla_attention`` (flash-linear-attention's numerator, the project's float32
-denominator); this PyTorch path stays the reference and the CPU implementation.
+denominator); this PyTorch path stays the reference.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stripes.kernels import head_chunks
+from stripes.kernels import causal_attention as causal_kernel
 from stripes.nn.fla_attention import fused_causal_linear_attention, kernel_dtype, select_impl
 
 #: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention.md, chunk
@@ -88,7 +86,8 @@ def linear_attention(
         eps: added to the normaliser: a float, or a (B, T, H) tensor of per-query values (a
             constant: no gradient flows into it; FAVOR+ uses it to keep ε at the scale of its
             unshifted features, see ``FavorFeatureMap.features``).
-        impl: ``torch`` (default: this chunked PyTorch computation, the reference), ``fla`` or
+        impl: ``torch`` (default: the chunked computation on this device; on CPU float32 at one
+            intra-op thread the C kernel ``stripes.kernels.causal_attention``, else PyTorch), ``fla`` or
             ``auto`` (``model.attention_impl``): causal attention on CUDA then goes to the fused
             kernel (``stripes.nn.fla_attention``: numerator in ``dtype``, float32 denominator) when
             ``select_impl`` says so; non-causal attention and CPU calls always stay here.
@@ -96,9 +95,9 @@ def linear_attention(
             path ignores it.
         feature_map: None (q_feat, k_feat are already φ-mapped) or ``"elu"``: φ = elu + 1
             (``elu_plus_one``) is applied here. The same values and gradients; on the causal
-            PyTorch path φ is then computed head by head while the chunks are gathered, and its
-            slope applied while the gradients are written back, instead of in separate passes over
-            (B, T, H, F) tensors.
+            paths φ is then computed chunk by chunk while the chunks are gathered (in the C kernel:
+            while each chunk is read), and its slope applied while the gradients are written back,
+            instead of in separate passes over (B, T, H, F) tensors.
 
     Returns:
         (B, T, H, Dv) in v's dtype. Internally everything is float32 (or float64 if given).
@@ -126,6 +125,8 @@ def linear_attention(
             raise ValueError(f"stripes/nn/attention.py: eps must be a float or (B,T,H) "
                              f"{tuple(q_feat.shape[:3])}, got {tuple(eps.shape)}")
         eps = eps.detach().to(acc)
+    if causal and _single_threaded() and causal_kernel.usable(q, k, val, eps if torch.is_tensor(eps) else None):
+        return causal_kernel.causal_linear_attention(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
     if causal:  # (B, T, H, ·) throughout, in head groups
         return _CausalLinearAttention.apply(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
     # (B, H, T, F) layout: the matmuls run over the last two axes.
@@ -138,14 +139,8 @@ def linear_attention(
     return out.transpose(1, 2).to(out_dtype)
 
 
-def _exclusive_scan(x: torch.Tensor, reverse: bool = False, native: bool = False) -> torch.Tensor:
-    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``).
-
-    ``native`` (CPU float32, contiguous x): in place, in one pass of the ``head_chunks`` kernel
-    (the running sum stays in cache), and x is returned. Measured on the 2-core box (one thread,
-    one sequence of N = 128 chunk products of 128 × 128, with their bmm): 2.9 ms, against 3.8 ms
-    with the slice additions below and 3.1 ms with one addmm per chunk into the output.
-    Otherwise a new tensor:
+def _exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Exclusive prefix sums over axis 1 of (G, N, M) (suffix sums if ``reverse``), a new tensor.
 
     Wide rows (M > 1024, the F×Dv chunk states): N − 1 additions of (G, M) slices into one
     preallocated buffer. Measured on the 2-core box (one thread, G = 4, N = 128, M = 128²): 5 ms,
@@ -153,8 +148,6 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False, native: bool = False
     axis; most of the difference was the page faults of their fresh (G, N, M) outputs, 33.5 MiB,
     above glibc's 32 MiB mmap threshold. Narrow rows (the normalisers): torch.cumsum, shifted.
     """
-    if native:
-        return head_chunks.exclusive_scan_(x, reverse)
     g, n, m = x.shape
     if m <= 1024:
         src = x.flip(1) if reverse else x
@@ -173,22 +166,22 @@ def _exclusive_scan(x: torch.Tensor, reverse: bool = False, native: bool = False
 
 
 def _single_threaded() -> bool:
-    """Whether PyTorch runs one intra-op thread: only then do the native passes (``head_chunks``,
-    single-threaded) pay; with more threads PyTorch's parallel ops win. Measured on the 2-core box
-    (T = 2048, D = 128): 13 % faster at one thread; at two threads the forward was 30 % slower."""
+    """Whether PyTorch runs one intra-op thread: only then does the C kernel
+    (``stripes.kernels.causal_attention``, one head after another) take causal attention; with more
+    threads PyTorch's parallel ops here win."""
     return torch.get_num_threads() == 1
 
 
-def _state_scan(a: torch.Tensor, b: torch.Tensor, rows: int, reverse: bool, native: bool) -> torch.Tensor:
+def _state_scan(a: torch.Tensor, b: torch.Tensor, rows: int, reverse: bool = False) -> torch.Tensor:
     """Exclusive prefix sums over chunks of aᵢᵀbᵢ (suffix sums if ``reverse``), per row.
 
     a: (R·N, C, F), b: (R·N, C, X), R = ``rows`` sequences of N chunks each → (R·N, F, X) with
     entry i = Σ_{j < i} a_jᵀ b_j (Σ_{j > i} if ``reverse``) within its row: one bmm, then
-    ``_exclusive_scan`` on its output.
+    ``_exclusive_scan``.
     """
     f, x = a.shape[-1], b.shape[-1]
     products = torch.bmm(a.transpose(1, 2), b).view(rows, -1, f * x)
-    return _exclusive_scan(products, reverse, native).view(-1, f, x)
+    return _exclusive_scan(products, reverse).view(-1, f, x)
 
 
 def _scan_flops(n: int, m: int) -> int:
@@ -218,7 +211,7 @@ def _head_view(x: torch.Tensor, heads: slice, chunks: int, c: int) -> torch.Tens
     return part.permute(2, 0, 1, 3).view(part.shape[2], x.shape[0] * chunks, c, x.shape[-1])
 
 
-def _head_chunks(x: torch.Tensor, heads: slice, c: int, phi: bool = False, *, chunks: int) -> torch.Tensor:
+def _head_chunks(x: torch.Tensor, heads: slice, chunks: int, c: int, phi: bool = False) -> torch.Tensor:
     """Heads ``heads`` of a contiguous (B, N·C, H, X) tensor gathered into a contiguous
     (G·B·N, C, X) tensor, mapped through φ = elu + 1 on the way if ``phi``."""
     view = _head_view(x, heads, chunks, c)
@@ -263,27 +256,23 @@ class _CausalLinearAttention(torch.autograd.Function):
         q, k, v = (_pad_time(x, n * c) for x in (q, k, v))
         eps_t = _pad_time(eps, n * c, value=1.0) if torch.is_tensor(eps) else None  # no 0/0 in padding
         out = v.new_empty(b, n * c, h, dv)
-        native = _single_threaded() and head_chunks.usable(q, k, v)
-        gather = head_chunks.gather_heads if native else partial(_head_chunks, chunks=n)
         groups = _head_groups(h, b * n * f * dv * q.element_size())
         saved = []
         for heads in groups:
-            qh, kh, vh = gather(q, heads, c, phi), gather(k, heads, c, phi), gather(v, heads, c, False)
+            qh, kh = _head_chunks(q, heads, n, c, phi), _head_chunks(k, heads, n, c, phi)
+            vh = _head_chunks(v, heads, n, c)
             rows = qh.shape[0] // n  # G·B sequences of N chunks
-            states = _state_scan(kh, vh, rows, False, native)  # (G·B·N, F, Dv)
-            norms = _exclusive_scan(kh.sum(dim=1).view(rows, n, f), False, native).view(-1, f, 1)
+            states = _state_scan(kh, vh, rows)  # (G·B·N, F, Dv)
+            norms = _exclusive_scan(kh.sum(dim=1).view(rows, n, f)).view(-1, f, 1)
             scores = torch.bmm(qh, kh.transpose(1, 2)).tril_()  # (G·B·N, C, C)
             num = torch.bmm(scores, vh).baddbmm_(qh, states)  # (G·B·N, C, Dv)
             den = torch.baddbmm(scores.sum(-1, keepdim=True), qh, norms)
-            den += _head_chunks(eps_t.unsqueeze(-1), heads, c, chunks=n) if eps_t is not None else eps
-            if native:
-                head_chunks.divide_heads(num, den, out, heads)
-            else:
-                y = _head_view(out, heads, n, c)
-                torch.div(num.view(y.shape), den.view(*y.shape[:3], 1), out=y)
+            den += _head_chunks(eps_t.unsqueeze(-1), heads, n, c) if eps_t is not None else eps
+            y = _head_view(out, heads, n, c)
+            torch.div(num.view(y.shape), den.view(*y.shape[:3], 1), out=y)
             saved += [qh, kh, vh, states, norms, scores, den]  # one group's chunks, contiguous
         ctx.save_for_backward(out, *saved)
-        ctx.shape, ctx.phi, ctx.groups, ctx.native = (b, t, h, f, dv, n, c), phi, groups, native
+        ctx.shape, ctx.phi, ctx.groups = (b, t, h, f, dv, n, c), phi, groups
         return out[:, :t]
 
     @staticmethod
@@ -292,32 +281,27 @@ class _CausalLinearAttention(torch.autograd.Function):
         b, t, h, f, dv, n, c = ctx.shape
         tp = n * c
         grad = _pad_time(grad, tp)
-        native = ctx.native and head_chunks.usable(grad)
         dq, dk = grad.new_empty(b, tp, h, f), grad.new_empty(b, tp, h, f)
         d_v = grad.new_empty(b, tp, h, dv)
         for index, heads in enumerate(ctx.groups):
             qh, kh, vh, states, norms, scores, den = saved[7 * index:7 * index + 7]
             rows = qh.shape[0] // n
-            if native:
-                g_num, g_den = head_chunks.output_grads(grad, out, den, heads)
-            else:
-                g_num, g_den = _output_grads(grad, out, den, heads, n, c)
+            g_num, g_den = _output_grads(grad, out, den, heads, n, c)
             mixed = torch.baddbmm(g_den, g_num, vh.transpose(1, 2)).tril_()  # B
             dq_h = torch.bmm(mixed, kh).baddbmm_(g_num, states.transpose(1, 2))
-            rev = _state_scan(qh, g_num, rows, True, native)
-            rev_norm = _exclusive_scan(torch.bmm(g_den.transpose(1, 2), qh).view(rows, n, f), True, native)
+            rev = _state_scan(qh, g_num, rows, reverse=True)
+            rev_norm = _exclusive_scan(torch.bmm(g_den.transpose(1, 2), qh).view(rows, n, f), reverse=True)
             dk_h = torch.bmm(mixed.transpose(1, 2), qh).baddbmm_(vh, rev.transpose(1, 2))
             dv_h = torch.bmm(scores.transpose(1, 2), g_num).baddbmm_(kh, rev)
             slope = ctx.phi  # through φ: slope min(φ, 1) (``_EluPlusOne``), from φ's output qh, kh
-            scatter = head_chunks.scatter_heads if native else _scatter_heads
-            scatter(dq_h, dq, heads, g_den, norms.view(-1, f), qh if slope else None)
-            scatter(dk_h, dk, heads, None, rev_norm.view(-1, f), kh if slope else None)
-            scatter(dv_h, d_v, heads)
+            _scatter_heads(dq_h, dq, heads, g_den, norms.view(-1, f), qh if slope else None)
+            _scatter_heads(dk_h, dk, heads, None, rev_norm.view(-1, f), kh if slope else None)
+            _scatter_heads(dv_h, d_v, heads)
         return dq[:, :t], dk[:, :t], d_v[:, :t], None, None, None
 
 
 def _output_grads(grad, out, den, heads, n, c):
-    """PyTorch form of ``head_chunks.output_grads``: g_num = dy / den, g_den = −Σ g_num·y."""
+    """(g_num, g_den) of heads ``heads``, each (G·B·N, C, ·): g_num = dy / den, g_den = −Σ g_num·y."""
     grad_view = _head_view(grad, heads, n, c)  # (G, B·N, C, Dv)
     g_num = torch.empty(grad_view.shape, dtype=grad.dtype, device=grad.device)
     torch.div(grad_view, den.view(*grad_view.shape[:3], 1), out=g_num)
@@ -326,8 +310,9 @@ def _output_grads(grad, out, den, heads, n, c):
 
 
 def _scatter_heads(group, full, heads, weight=None, vec=None, phi_out=None):
-    """PyTorch form of ``head_chunks.scatter_heads``: full[:, :, heads] = (group + weight ⊗ vec) ⊙
-    min(phi_out, 1) (group (G·B·N, C, X) is modified)."""
+    """full[:, :, heads] = (group + weight ⊗ vec) ⊙ min(phi_out, 1), in place: group, phi_out
+    (G·B·N, C, X) (group is modified), weight (G·B·N, C, 1) or None (1), vec (G·B·N, X) per chunk or
+    None (nothing added), phi_out None (no slope)."""
     c = group.shape[1]
     view = _head_view(full, heads, full.shape[1] // c, c)
     if vec is not None:

@@ -7,7 +7,7 @@ and the (C, W) × (W, R) products are MKL's sgemm. Backward, per chunk: dcodes =
 the kernel gives dx and the token sums (float32 over the chunk, added into float64) from which the
 gradients of ω, s, t and φ follow as in ``spe_codes``. Nothing of size N·W is kept.
 
-Where PyTorch exports its BLAS ``sgemm_`` (``spe_kernel.blas_sgemm``: the MKL inside the x86
+Where PyTorch exports its BLAS ``sgemm_`` (``native.blas_sgemm``: the MKL inside the x86
 wheels) the whole chunk loop, products included, is one C call per pass (``forward_chunks``,
 ``backward_chunks``); otherwise the loop stays here with one torch.bmm per chunk and side. Both
 run the same sgemm per head (torch.bmm's CPU float32 path), so their numbers are equal bit for bit
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from stripes.kernels import native
 from stripes.kernels import spe as spe_kernel
 
 from .spe_codes import _rotate_rows, _row_scales, gradients_from_token_sums
@@ -45,7 +46,7 @@ class _NativeSineCodes(torch.autograd.Function):
         scaled = [(_rotate_rows(z, phase, k, d) * scales).contiguous() for phase in sides[1::2]]
         codes = [pos.new_empty(h, min(chunk, n), width) for _ in xs]
         outs = [x.new_empty(n, h, r) for x in xs]
-        sgemm = spe_kernel.blas_sgemm()
+        sgemm = native.blas_sgemm()
         if sgemm is not None:
             spe_kernel.forward_chunks(pos, omega_c, k, gated, xs, scaled, outs, codes, chunk, sgemm)
         else:
@@ -73,7 +74,7 @@ class _NativeSineCodes(torch.autograd.Function):
                for i, (x, g) in enumerate(zip(xs, grads))]
         grads = [None if g is None else g.contiguous() for g in grads]
         per_side = list(zip(grads, rotated, xs, dxs, sums, dcodes))
-        sgemm = spe_kernel.blas_sgemm()
+        sgemm = native.blas_sgemm()
         if sgemm is not None:
             spe_kernel.backward_chunks(pos, omega_c, s_c, t_c, per_side, chunk, sgemm)
         else:
