@@ -10,6 +10,8 @@ gradients, which are differences of such sums).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -127,3 +129,16 @@ def test_falls_back_to_the_pytorch_path(case, kernel_calls, monkeypatch):
     assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-6)
     for mine, theirs in zip(grads, ref_grads):
         assert torch.allclose(mine.double(), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_phi_inside_the_kernel_is_exp_within_a_few_ulp(kernel_calls):
+    """φ(q) = exp(q) for q ≤ 0 read back from the attention: with T = 1, F = Dv = 1, k = 0 (φ = 1),
+    v = 1 and ε = 1, y = φ(q) / (φ(q) + 1), so φ(q) = y / (1 − y) (float64), within 8 float32 ulp
+    of exp(q) down to q = −87 (the kernel's exp range)."""
+    q = torch.cat([-torch.logspace(-6, math.log10(87.0), 500), torch.tensor([0.0])]).view(-1, 1, 1, 1)
+    k, v = torch.zeros_like(q), torch.ones_like(q)
+    y = attention.linear_attention(q, k, v, eps=torch.ones(q.shape[0], 1, 1), feature_map="elu")
+    assert kernel_calls == [1]
+    phi = y.double() / (1 - y.double())
+    exact = torch.exp(q.double())
+    assert ((phi - exact).abs() <= 8 * 2.0 ** -24 * exact).all()

@@ -13,7 +13,7 @@
 
 /* exp(x) for x ≤ 0 in float32: x = n·ln2 + r with n = rint(x/ln2) (Cody–Waite, two FMA terms),
  * |r| ≤ ln2/2, exp(r) = 1 + r + r²·p(r) with Cephes' expf minimax coefficients (≤ 2 ulp relative
- * against the float64 exp, tests/test_head_chunks_kernel.py), times 2^n built in the exponent
+ * against the float64 exp, tests/test_causal_attention_kernel.py), times 2^n built in the exponent
  * bits. x is clamped at −87.3 (2^n stays normal): below that exp(x) < 1.22e-38 and the result is
  * exp(−87.3) ≈ 1.22e-38, an absolute error under 1.3e-38. */
 INLINE float exp_nonpositive(float x)

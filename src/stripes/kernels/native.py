@@ -1,6 +1,6 @@
 """Build, cache and load the native C kernels of this package (ctypes; no Python build step).
 
-``load("fourier")`` (or ``"rotary"``, ``"spe"``, ``"head_chunks"``) compiles ``fourier.c``
+``load("fourier")`` (or ``"rotary"``, ``"spe"``, ``"causal_attention"``) compiles ``fourier.c``
 (``rotary.c``, …) next to this file with the system C compiler at first use, into a per-user
 cache (env ``STRIPES_KERNEL_CACHE``, default ``~/.cache/stripes/kernels``). The library's file name carries a hash of the source and of every
 header in this directory (``sincos.h``, shared by the kernels), the flags, the compiler's
