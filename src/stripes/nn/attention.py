@@ -40,9 +40,10 @@ from stripes.nn.fla_attention import fused_causal_linear_attention, kernel_dtype
 
 #: Chunk size chosen from measurements on the 2-core CPU box (outputs/bench/attention.md, chunk
 #: table, written by ``python -m stripes.bench.attention``): with NoPE at H = 4, F = Dv = 128 and one
-#: thread, C = 64 was fastest at T = 2048 (61 ms vs 77/63/80 for C = 32/128/256) and T = 8192
-#: (282 ms vs 378/290/331); the Python loop over chunks with autograd took 102 and 1024 ms. With two
-#: threads on the shared CPU the sweep was dominated by contention (no consistent winner).
+#: thread (the C kernel), C = 64 was fastest at T = 8192 (121 ms vs 126/143/187 for
+#: C = 32/128/256) and within 5 % of C = 32 at T = 2048 (40 vs 38/45/47 ms); the Python loop over
+#: chunks with autograd took 154 and 1678 ms. (The PyTorch path, 2026-11: C = 64 fastest at both.)
+#: With two threads on the shared CPU the sweep was dominated by contention (no consistent winner).
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -358,8 +359,10 @@ def causal_linear_attention_loop(
 
 def chunked_attention_flops(t: int, f: int, dv: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
                             backward: bool = False) -> int:
-    """FLOPs of causal ``linear_attention`` for one (batch, head), as implemented (padding counted;
-    a multiply-add = 2 FLOPs; N = ⌈T/C⌉ chunks).
+    """FLOPs of causal ``linear_attention`` for one (batch, head), as the PyTorch path implements it
+    (padding counted; a multiply-add = 2 FLOPs; N = ⌈T/C⌉ chunks). The C kernel
+    (``stripes.kernels.causal_attention``) does not pad and has no scan additions, but recomputes
+    the scores in the backward (2·T·C·F more): within a few % of this count.
 
     Forward: chunk states kᵀv and q·S 4·T·F·Dv, scores 2·T·C·F, A·v 2·T·C·Dv, the two scans
     ((N − 1)·width additions each),
