@@ -51,3 +51,6 @@ def test_target_columns_flag_slow_methods_and_quadratic_memory():
     assert frame.loc[("spe", 4096), "memory_linear"] == False  # noqa: E712
     lines = bench._targets(frame.reset_index(), [1024, 2048, 4096])
     assert any("MISSED" in line and "B 5.0×" in line for line in lines)
+    # the matmul-rate target judges NoPE/RoPE/RoPEPool only: B (SPE, 20 %) is not listed there
+    matmul = [line for line in lines if "matmul rate" in line]
+    assert matmul == ["- ≥30% of the matmul rate at T = 4096 (NoPE, RoPE, RoPEPool): A 40% → met."]
