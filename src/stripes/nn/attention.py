@@ -126,9 +126,11 @@ def linear_attention(
             raise ValueError(f"stripes/nn/attention.py: eps must be a float or (B,T,H) "
                              f"{tuple(q_feat.shape[:3])}, got {tuple(eps.shape)}")
         eps = eps.detach().to(acc)
-    if causal and _single_threaded() and causal_kernel.usable(q, k, val, eps if torch.is_tensor(eps) else None):
-        return causal_kernel.causal_linear_attention(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
-    if causal:  # (B, T, H, ·) throughout, in head groups
+    if causal:
+        eps_tensor = eps if torch.is_tensor(eps) else None
+        if _single_threaded() and causal_kernel.usable(q, k, val, eps_tensor):  # the C kernel
+            return causal_kernel.causal_linear_attention(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
+        # PyTorch: (B, T, H, ·) throughout, in head groups
         return _CausalLinearAttention.apply(q, k, val, chunk_size, eps, fused_phi).to(out_dtype)
     # (B, H, T, F) layout: the matmuls run over the last two axes.
     q, k, val = q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2)
