@@ -13,12 +13,15 @@ from stripes.pe import build_pe, pe_names
 
 
 def quadratic_reference(q, k, v, causal, eps=1e-6):
-    """y_m = Σ_n a_mn v_n / (Σ_n a_mn + ε), a_mn = q_m·k_n (n ≤ m if causal): builds the T×T matrix."""
+    """y_m = Σ_n a_mn v_n / (Σ_n a_mn + ε_m), a_mn = q_m·k_n (n ≤ m if causal): builds the T×T
+    matrix, in float64; ε a float or a (B, T, H) tensor of per-query values."""
     q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))
     a = q @ k.transpose(-1, -2)
     if causal:
         t = a.shape[-1]
         a = a * torch.ones(t, t, dtype=torch.float64).tril()
+    if torch.is_tensor(eps):
+        eps = eps.double().transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
     return ((a @ v) / (a.sum(-1, keepdim=True) + eps)).transpose(1, 2)
 
 
@@ -199,11 +202,8 @@ def test_per_query_eps_tensor_matches_reference_and_gradcheck():
     eps = torch.rand(1, 7, 2, dtype=torch.float64) + 0.1  # (B, T, H)
     for causal in (True, False):
         out = linear_attention(q, k, v, causal=causal, chunk_size=3, eps=eps)
-        a = torch.einsum("bmhf,bnhf->bhmn", q, k)
-        if causal:
-            a = a * torch.ones(7, 7, dtype=torch.float64).tril()
-        ref = (a @ v.transpose(1, 2)) / (a.sum(-1, keepdim=True) + eps.transpose(1, 2).unsqueeze(-1))
-        assert torch.allclose(out, ref.transpose(1, 2), rtol=1e-10, atol=1e-12)
+        ref = quadratic_reference(q, k, v, causal, eps=eps)
+        assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     assert torch.autograd.gradcheck(lambda a, b, c: linear_attention(a, b, c, chunk_size=3, eps=eps), leaves)
     with pytest.raises(ValueError, match="eps must be"):
@@ -407,9 +407,7 @@ def test_head_groups_give_the_same_result(group, monkeypatch):
     out.backward(grad)
     refs = [x.clone().requires_grad_() for x in (q, k, v)]
     phi = lambda x: torch.nn.functional.elu(x) + 1  # noqa: E731
-    fq, fk, vv = phi(refs[0]).transpose(1, 2), phi(refs[1]).transpose(1, 2), refs[2].transpose(1, 2)
-    a = (fq @ fk.transpose(-1, -2)) * torch.ones(t, t, dtype=torch.float64).tril()
-    ref = ((a @ vv) / (a.sum(-1, keepdim=True) + eps.transpose(1, 2).unsqueeze(-1))).transpose(1, 2)
+    ref = quadratic_reference(phi(refs[0]), phi(refs[1]), refs[2], True, eps=eps)
     ref.backward(grad)
     assert torch.allclose(out, ref, rtol=1e-9, atol=1e-10)
     for x, y in zip(leaves, refs):

@@ -42,13 +42,7 @@ def reference(q, k, v, eps, phi, grad):
     """Output and (dq, dk, dv) of the float64 quadratic formula (φ first if ``phi``)."""
     leaves = [x.double().requires_grad_() for x in (q, k, v)]
     fq, fk = (phi64(leaves[0]), phi64(leaves[1])) if phi else (leaves[0], leaves[1])
-    if torch.is_tensor(eps):
-        t = q.shape[1]
-        a = (fq.transpose(1, 2) @ fk.transpose(1, 2).transpose(-1, -2)) * torch.ones(t, t).double().tril()
-        e = eps.double().transpose(1, 2).unsqueeze(-1)
-        out = ((a @ leaves[2].transpose(1, 2)) / (a.sum(-1, keepdim=True) + e)).transpose(1, 2)
-    else:
-        out = quadratic_reference(fq, fk, leaves[2], True, eps=eps)
+    out = quadratic_reference(fq, fk, leaves[2], True, eps=eps)
     out.backward(grad.double())
     return out.detach(), [x.grad for x in leaves]
 

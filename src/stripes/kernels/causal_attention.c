@@ -125,23 +125,18 @@ int causal_forward(int64_t B, int64_t T, int64_t H, int64_t F, int64_t Dv, int64
     return 0;
 }
 
-/* out rows (c × X, row stride ld) += 1·vecᵀ (vec may be NULL) plus, per row, weight[r]·vec2ᵀ (weight
- * may be NULL); then times min(feat, 1) (φ's slope, feat the chunk's φ values) when phi. */
-static void finish_rows(float *restrict out, int64_t c, int64_t X, int64_t ld, const float *restrict vec,
-                        const float *restrict weight, const float *restrict vec2, const float *restrict feat,
-                        int64_t phi)
+/* out rows (c × X, row stride ld) += w[r]·vecᵀ (w NULL: weight 1), then times min(feat, 1) (φ's
+ * slope, feat the chunk's φ values, c × X contiguous) when phi. */
+static void finish_rows(float *restrict out, int64_t c, int64_t X, int64_t ld, const float *restrict w,
+                        const float *restrict vec, const float *restrict feat, int64_t phi)
 {
     for (int64_t r = 0; r < c; ++r) {
         float *restrict o = out + r * ld;
         const float *restrict f = feat + r * X;
-        const float wr = weight ? weight[r] : 0.0f;
+        const float weight = w ? w[r] : 1.0f;
 #pragma omp simd
         for (int64_t x = 0; x < X; ++x) {
-            float value = o[x];
-            if (vec)
-                value += vec[x];
-            if (weight)
-                value = fmaf(wr, vec2[x], value);
+            const float value = fmaf(weight, vec[x], o[x]);
             o[x] = phi ? value * elu_slope(f[x]) : value;
         }
     }
@@ -193,10 +188,10 @@ int causal_backward(int64_t B, int64_t T, int64_t H, int64_t F, int64_t Dv, int6
             lower_triangle(w.m, c, C);                                                    /* Bm */
             gemm_rowmajor(sgemm, 'N', 'N', c, F, c, w.m, C, w.k, F, 0.0f, dqc, ldf);      /* dQ = Bm K */
             gemm_rowmajor(sgemm, 'N', 'T', c, F, Dv, w.g, Dv, Si, Dv, 1.0f, dqc, ldf);    /*   + G Sᵀ */
-            finish_rows(dqc, c, F, ldf, NULL, w.gd, zi, w.q, phi);                         /*   + g_d zᵀ */
+            finish_rows(dqc, c, F, ldf, w.gd, zi, w.q, phi);                               /*   + g_d zᵀ */
             gemm_rowmajor(sgemm, 'T', 'N', c, F, c, w.m, C, w.q, F, 0.0f, dkc, ldf);      /* dK = Bmᵀ Q */
             gemm_rowmajor(sgemm, 'N', 'T', c, F, Dv, vc, ldv, R, Dv, 1.0f, dkc, ldf);     /*   + V Rᵀ */
-            finish_rows(dkc, c, F, ldf, rvec, NULL, NULL, w.k, phi);                       /*   + 1 rᵀ */
+            finish_rows(dkc, c, F, ldf, NULL, rvec, w.k, phi);                             /*   + 1 rᵀ */
             gemm_rowmajor(sgemm, 'T', 'N', c, Dv, c, w.a, C, w.g, Dv, 0.0f, dvc, ldv);    /* dV = Aᵀ G */
             gemm_rowmajor(sgemm, 'N', 'N', c, Dv, F, w.k, F, R, Dv, 1.0f, dvc, ldv);      /*   + K R */
             gemm_rowmajor(sgemm, 'T', 'N', F, Dv, c, w.q, F, w.g, Dv, 1.0f, R, Dv);       /* R += Qᵀ G */
